@@ -1,0 +1,1 @@
+"""Adapters: memory (the simulator's backend), http (Litestar), and the shared codec."""

@@ -1,0 +1,1 @@
+"""Composition root: settings, container, application factory and CLI."""
