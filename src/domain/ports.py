@@ -1,0 +1,187 @@
+"""Ports: what the domain needs from the outside world, as small async Protocols.
+
+Adapters (memory, NATS) implement them without inheriting; every adapter is held to the
+same contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from domain.models import (
+    Delivery,
+    DeliveryHandle,
+    Event,
+    KvEntry,
+    Lease,
+    OutboundEvent,
+    RawJson,
+    RunId,
+    StepId,
+    TaskId,
+    TaskPayload,
+    TaskType,
+    WorkerId,
+    WorkerRegistration,
+)
+
+
+class Clock(Protocol):
+    """Time, so that expiry and redelivery are testable without sleeping."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once `seconds` have passed on this clock."""
+        ...
+
+
+class IdSource(Protocol):
+    def new_id(self) -> str:
+        """A fresh identifier, unique for the life of the deployment."""
+        ...
+
+
+class TaskQueue(Protocol):
+    """The work-queue of task messages, one durable consumer per task type.
+
+    A delivery stays pending until it is acked or termed; a NAK or an expired AckWait makes
+    it deliverable again with a higher delivery count. Settling a handle is idempotent.
+    """
+
+    async def fetch(
+        self, task_type: TaskType, max_messages: int, timeout: timedelta
+    ) -> list[Delivery]:
+        """Up to `max_messages` deliveries; returns as soon as at least one is ready.
+
+        Raises ConsumerConflictError when the type's consumer collides with another,
+        BackendUnavailableError / BackendError on broker faults.
+        """
+        ...
+
+    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        """Return when one of the types may have a deliverable message, or on timeout.
+
+        Spurious wake-ups are allowed; callers fetch again and wait again.
+        """
+        ...
+
+    async def ack(self, handle: DeliveryHandle) -> None: ...
+
+    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None: ...
+
+    async def in_progress(self, handle: DeliveryHandle) -> None:
+        """Reset the delivery's AckWait timer."""
+        ...
+
+    async def term(self, handle: DeliveryHandle) -> None:
+        """Stop redelivering the message: it is poison."""
+        ...
+
+
+class TaskPublisher(Protocol):
+    """What the engine does to enqueue a task (the simulator publishes through it)."""
+
+    async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
+        """Publish on `task.<type>.<run_id>`; a msg-id seen in the duplicate window is dropped."""
+        ...
+
+
+class EventLog(Protocol):
+    async def append(self, outbound: OutboundEvent) -> bool:
+        """Append the event unless its msg-id was seen within the dedup window.
+
+        Returns False for a duplicate. Returns only once the event is durable.
+        """
+        ...
+
+    async def read(self, run_id: RunId) -> list[Event]:
+        """The run's events in append order."""
+        ...
+
+
+class StreamPublisher(Protocol):
+    async def publish(self, run_id: RunId, step_id: StepId, data: RawJson) -> None:
+        """Fire-and-forget delivery of a stream chunk to subscribers of the step."""
+        ...
+
+
+class KeyValue(Protocol):
+    """One KV bucket. A deleted key reads as absent."""
+
+    async def get(self, key: str) -> KvEntry | None: ...
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Store the value and return its revision."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def keys(self) -> list[str]:
+        """Keys that currently hold a value."""
+        ...
+
+    async def wait_for_value(self, key: str, timeout: timedelta) -> KvEntry | None:
+        """The key's value if it has one, else the first value put before the timeout.
+
+        Delete and purge markers are not values. None on timeout.
+        """
+        ...
+
+
+class KeyValueBuckets(Protocol):
+    """The engine's optional buckets; None when the deployment lacks one."""
+
+    async def checkpoints(self) -> KeyValue | None: ...
+
+    async def signals(self) -> KeyValue | None: ...
+
+    async def workers(self) -> KeyValue | None: ...
+
+
+class LeaseStore(Protocol):
+    """In-flight deliveries by task id, with compare-and-set on the lease's revision.
+
+    A lease reads as absent once its deadline has passed.
+    """
+
+    async def get(self, task_id: TaskId) -> Lease | None: ...
+
+    async def put(self, lease: Lease) -> Lease:
+        """Store a new current lease for the task, replacing any older one."""
+        ...
+
+    async def replace(self, lease: Lease) -> Lease:
+        """Store `lease` only if the stored one still has `lease.revision`.
+
+        Raises LeaseRevisionError otherwise. Returns the lease with its new revision.
+        """
+        ...
+
+    async def delete(self, task_id: TaskId, lease_id: str) -> None:
+        """Forget the lease if it is still the task's current one."""
+        ...
+
+    async def count(self) -> int: ...
+
+
+class WorkerDirectory(Protocol):
+    """Registrations of connected workers (the engine's `workers` bucket)."""
+
+    async def register(self, registration: WorkerRegistration) -> None:
+        """Put or refresh the registration; BucketUnavailableError when there is no bucket."""
+        ...
+
+    async def deregister(self, worker_id: WorkerId) -> None: ...
+
+    async def list(self) -> list[WorkerRegistration]: ...
+
+
+class BackendProbe(Protocol):
+    async def check(self) -> None:
+        """Return when the backend serves requests; raise BackendUnavailableError otherwise."""
+        ...

@@ -1,0 +1,149 @@
+"""DagNats protocol rules the domain needs: event types, msg-ids, limits and validators.
+
+Pure functions, so each rule is property-tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Final
+
+from domain.errors import InvalidRequestError
+from domain.models import FailureType, RawJson, RunId, StepId, TaskType
+
+STEP_STARTED: Final = "step.started"
+STEP_COMPLETED: Final = "step.completed"
+STEP_FAILED: Final = "step.failed"
+STEP_CONTINUE: Final = "step.continue"
+
+MIN_ATTEMPT: Final = 1
+MAX_ATTEMPT: Final = 100_000
+MAX_TASK_TYPE_BYTES: Final = 128
+MAX_POLL_TASKS: Final = 256
+DEFAULT_POLL_TIMEOUT_MS: Final = 5_000
+MAX_POLL_TIMEOUT_MS: Final = 60_000
+MAX_PAUSE_MS: Final = 3_600_000
+MAX_SIGNAL_WAIT_MS: Final = 3_600_000
+MIN_RETRY_AFTER_MS: Final = 100
+MAX_RETRY_AFTER_MS: Final = 3_600_000
+DISPATCH_FAILURE_DELAY: Final = timedelta(seconds=5)
+SIGNAL_WAIT_TICK: Final = timedelta(seconds=15)
+LEASE_GRACE: Final = timedelta(seconds=30)
+"""A lease outlives the consumer's AckWait by this much (Decision 8)."""
+UNSPECIFIED_ERROR: Final = "unspecified error"
+FAILURE_TYPE_ALIASES: Final = {"permanent": FailureType.NON_RETRIABLE}
+
+_TASK_TYPE_BYTES: Final = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+)
+
+
+def event_msg_id(run_id: RunId, step_id: StepId, event_type: str, attempt: int) -> str:
+    """`<run>.<step>.<type>[.<attempt>]`: the attempt is left out when it is 0."""
+    base = f"{run_id}.{step_id}.{event_type}"
+    return f"{base}.{attempt}" if attempt > 0 else base
+
+
+def continue_msg_id(run_id: RunId, step_id: StepId, iteration: int, lease_id: str) -> str:
+    """Deterministic per delivery, so a retried continue is deduplicated (Decision 7)."""
+    return f"{run_id}.{step_id}.continue.{iteration}.{lease_id}"
+
+
+def queued_msg_id(run_id: RunId, step_id: StepId) -> str:
+    """The msg-id the engine gives a task's first dispatch."""
+    return f"{run_id}.{step_id}.queued"
+
+
+def pause_marker(name: str) -> RawJson:
+    """The checkpoint a native worker's Pause(name) writes."""
+    return RawJson(json.dumps({"pause_resume": name}, separators=(",", ":")).encode())
+
+
+def go_quote(text: str) -> str:
+    """A string quoted as Go's %q quotes it, so clients matching on Go messages still match."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def validate_task_type(task_type: str) -> TaskType:
+    """The Go bridge's rules, in its order, with its messages (PROTOCOL.md section 2.4)."""
+    raw = task_type.encode()
+    if not raw:
+        raise InvalidRequestError("task_types entries must not be empty", "task_types")
+    if len(raw) > MAX_TASK_TYPE_BYTES:
+        raise InvalidRequestError(f"task type exceeds {MAX_TASK_TYPE_BYTES} bytes", "task_types")
+    if task_type.startswith(".") or task_type.endswith("."):
+        raise InvalidRequestError(
+            f"invalid task type {go_quote(task_type)}: must not start or end with '.'",
+            "task_types",
+        )
+    if ".." in task_type:
+        raise InvalidRequestError(
+            f"invalid task type {go_quote(task_type)}: empty subject token", "task_types"
+        )
+    for char in task_type:
+        if len(char.encode()) != 1 or char.encode()[0] not in _TASK_TYPE_BYTES:
+            raise InvalidRequestError(
+                f"invalid task type {go_quote(task_type)}: illegal character {go_quote(char)}",
+                "task_types",
+            )
+    return TaskType(task_type)
+
+
+def validate_task_types(task_types: Sequence[str]) -> list[TaskType]:
+    if not task_types:
+        raise InvalidRequestError("task_types is required", "task_types")
+    validated = [validate_task_type(t) for t in task_types]
+    return list(dict.fromkeys(validated))
+
+
+def clamp_max_tasks(max_tasks: int) -> int:
+    """0 or less means 1; the Go bridge has no upper bound (B10), this one has 256."""
+    return min(max(max_tasks, 1), MAX_POLL_TASKS)
+
+
+def poll_timeout(timeout_ms: int) -> timedelta:
+    """0 or less means the 5 s default; more than 60 s is cut to 60 s."""
+    if timeout_ms <= 0:
+        timeout_ms = DEFAULT_POLL_TIMEOUT_MS
+    return timedelta(milliseconds=min(timeout_ms, MAX_POLL_TIMEOUT_MS))
+
+
+def parse_failure_type(value: str | None) -> FailureType:
+    """Decision 5: the three engine types, `permanent` as non_retriable, empty as retriable."""
+    if not value:
+        return FailureType.RETRIABLE
+    if value in FAILURE_TYPE_ALIASES:
+        return FAILURE_TYPE_ALIASES[value]
+    try:
+        return FailureType(value)
+    except ValueError:
+        raise InvalidRequestError(f"invalid failure_type: {value}", "failure_type") from None
+
+
+def clamp_retry_after_ms(value: int) -> int:
+    return min(max(value, MIN_RETRY_AFTER_MS), MAX_RETRY_AFTER_MS)
+
+
+def require_duration_ms(value: int | None, field: str, upper: int) -> timedelta:
+    """A duration in (0, upper] milliseconds, else 400 with the Go message."""
+    if value is None or not 0 < value <= upper:
+        raise InvalidRequestError(f"{field} must be in (0, {upper}]", field)
+    return timedelta(milliseconds=value)
+
+
+def attempt_of(payload_attempt: int, delivery_count: int) -> int:
+    """The payload's attempt when positive, else the delivery count (PROTOCOL.md 1.4)."""
+    return payload_attempt if payload_attempt > 0 else delivery_count
+
+
+def is_valid_attempt(attempt: int) -> bool:
+    return MIN_ATTEMPT <= attempt <= MAX_ATTEMPT
+
+
+def validate_id_token(value: str, field: str) -> str:
+    """A run or step id the bridge mints subjects and keys from: one subject token."""
+    if not value or not all(char.isascii() and (char.isalnum() or char in "_-") for char in value):
+        raise InvalidRequestError(f"invalid {field} {value!r}: use letters, digits, - and _", field)
+    return value
