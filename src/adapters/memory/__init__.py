@@ -1,0 +1,1 @@
+"""In-memory adapters that behave like JetStream and NATS KV: the simulator's backend."""

@@ -1,0 +1,275 @@
+"""The TASK_QUEUES work-queue stream and its per-type pull consumers, in memory.
+
+Models what the bridge relies on in JetStream: explicit acks, deliver-all consumers created on
+first use, AckWait expiry and redelivery, NAK delays, in-progress extension, a msg-id duplicate
+window, and at most one consumer per overlapping filter. All time is the injected clock's.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+import attrs
+
+from adapters.memory.dedup import DuplicateWindow
+from adapters.memory.subjects import filters_overlap, subject_matches
+from adapters.memory.waiting import Broadcast, wait_or_timeout
+from domain.errors import ConsumerConflictError
+from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
+from domain.ports import Clock
+
+DEFAULT_ACK_WAIT: Final = timedelta(minutes=5)
+DUPLICATE_WINDOW: Final = timedelta(minutes=2)
+"""JetStream's default duplicate window, which TASK_QUEUES keeps."""
+
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def consumer_name(task_type: str) -> str:
+    """`workers-<type>` with `.` as `-` and anything outside [A-Za-z0-9_-] as `_`."""
+    return "workers-" + _UNSAFE_NAME_CHARS.sub("_", task_type.replace(".", "-"))
+
+
+def consumer_filter(task_type: str) -> str:
+    return f"task.{task_type}.>"
+
+
+def task_subject(task_type: str, run_id: str) -> str:
+    return f"task.{task_type}.{run_id}"
+
+
+class MessageState(enum.Enum):
+    AVAILABLE = "available"
+    """Deliverable now: never delivered, NAKed without delay, or its AckWait has passed."""
+    PENDING = "pending"
+    """Delivered and waiting for a settlement within its AckWait."""
+    DELAYED = "delayed"
+    """NAKed with a delay that has not passed yet."""
+
+
+@attrs.frozen(kw_only=True)
+class QueuedMessage:
+    """A stored message as the simulator and tests inspect it."""
+
+    seq: int
+    subject: str
+    delivery_count: int
+    state: MessageState
+
+
+@attrs.define(kw_only=True)
+class _Message:
+    """Mutable on purpose: deliveries and settlements change it in place."""
+
+    seq: int
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    delivery_count: int = 0
+    due: datetime
+    """When it becomes deliverable: its publish time, NAK delay end, or AckWait end."""
+    nakked: bool = False
+
+
+@attrs.frozen
+class _Consumer:
+    name: str
+    subject_filter: str
+    task_type: TaskType
+
+
+@attrs.define
+class MemoryTaskQueue:
+    """TaskQueue and TaskPublisher over one in-memory work-queue stream.
+
+    Messages are stored as bytes, as on the wire: `encode` and `decode` are the codec's,
+    injected by the composition root. A body `decode` rejects is delivered with `task=None`
+    and the reason in `problem`. Mutable on purpose: it is the stream.
+    """
+
+    clock: Clock
+    decode: Callable[[bytes], TaskPayload]
+    encode: Callable[[TaskPayload], bytes] = attrs.field(kw_only=True)
+    ack_wait: timedelta = attrs.field(default=DEFAULT_ACK_WAIT, kw_only=True)
+    stream: str = attrs.field(default="TASK_QUEUES", kw_only=True)
+    _messages: dict[int, _Message] = attrs.field(init=False, factory=dict)
+    _consumers: dict[str, _Consumer] = attrs.field(init=False, factory=dict)
+    _seqs: itertools.count[int] = attrs.field(init=False, factory=lambda: itertools.count(1))
+    _changes: Broadcast[None] = attrs.field(init=False, factory=Broadcast)
+    _duplicates: DuplicateWindow = attrs.field(init=False)
+
+    @_duplicates.default
+    def _duplicate_window(self) -> DuplicateWindow:
+        return DuplicateWindow(self.clock, DUPLICATE_WINDOW)
+
+    async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
+        await self.publish_raw(task_type, self.encode(task), run_id=task.run_id, msg_id=msg_id)
+
+    async def publish_raw(
+        self,
+        task_type: TaskType,
+        payload: bytes,
+        *,
+        run_id: RunId,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store any body on `task.<type>.<run_id>`, as any NATS client could publish it.
+
+        A msg-id seen within the last 2 minutes is dropped.
+        """
+        if not self._duplicates.admit(msg_id):
+            return
+        seq = next(self._seqs)
+        self._messages[seq] = _Message(
+            seq=seq,
+            subject=task_subject(task_type, run_id),
+            payload=payload,
+            headers=dict(headers or {}),
+            due=self.clock.now(),
+        )
+        self._changes.notify(None)
+
+    async def fetch(
+        self, task_type: TaskType, max_messages: int, timeout: timedelta
+    ) -> list[Delivery]:
+        consumer = self._consumer(task_type)
+        deadline = self.clock.now() + timeout
+        while not (deliveries := self._deliver(consumer, max_messages)):
+            if not await self._wait_for_change([consumer.subject_filter], deadline):
+                break
+        return deliveries
+
+    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        filters = [self._consumer(t).subject_filter for t in task_types]
+        deadline = self.clock.now() + timeout
+        while not any(self._deliverable(filters)):
+            if not await self._wait_for_change(filters, deadline):
+                return
+
+    async def ack(self, handle: DeliveryHandle) -> None:
+        if (message := self._current(handle)) is not None:
+            del self._messages[message.seq]
+
+    async def term(self, handle: DeliveryHandle) -> None:
+        # A work-queue stream drops a termed message just as an acked one.
+        await self.ack(handle)
+
+    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
+        if (message := self._current(handle)) is not None:
+            message.due = self.clock.now() + max(delay, timedelta(0))
+            message.nakked = True
+            self._changes.notify(None)
+
+    async def in_progress(self, handle: DeliveryHandle) -> None:
+        message = self._current(handle)
+        # Known difference: JetStream would let +WPI after a NAK restart AckWait over the delay.
+        if message is not None and not message.nakked:
+            message.due = self.clock.now() + self.ack_wait
+
+    def messages(self) -> list[QueuedMessage]:
+        """The stream's messages in stream order (acked and termed ones are gone)."""
+        now = self.clock.now()
+        return [
+            QueuedMessage(
+                seq=m.seq,
+                subject=m.subject,
+                delivery_count=m.delivery_count,
+                state=_state(m, now),
+            )
+            for m in self._messages.values()
+        ]
+
+    def _consumer(self, task_type: TaskType) -> _Consumer:
+        """The type's durable consumer, created on first use (deliver all, explicit ack)."""
+        name, wanted = consumer_name(task_type), consumer_filter(task_type)
+        existing = self._consumers.get(name)
+        if existing is not None:
+            if existing.subject_filter != wanted:
+                raise ConsumerConflictError(
+                    f'consumer "{name}" already serves filter {existing.subject_filter} but '
+                    f"this poll needs {wanted}: two task types sanitize to the same durable "
+                    "name (dots collapse to hyphens) — rename one of them"
+                )
+            return existing
+        for other in self._consumers.values():
+            # A work-queue stream allows one consumer per overlapping filter (JetStream 10100).
+            if filters_overlap(other.subject_filter, wanted):
+                raise ConsumerConflictError(
+                    f'cannot create consumer "{name}" on filter {wanted}: another consumer '
+                    f"already covers an overlapping filter {other.subject_filter} on the "
+                    f"{self.stream} work-queue stream"
+                )
+        created = _Consumer(name, wanted, task_type)
+        self._consumers[name] = created
+        return created
+
+    def _matching(self, filters: Sequence[str]) -> Iterator[_Message]:
+        return (
+            m
+            for m in self._messages.values()
+            if any(subject_matches(f, m.subject) for f in filters)
+        )
+
+    def _deliverable(self, filters: Sequence[str]) -> Iterator[_Message]:
+        # Known difference: JetStream serves redeliveries before new messages; this is stream order.
+        now = self.clock.now()
+        return (m for m in self._matching(filters) if m.due <= now)
+
+    def _deliver(self, consumer: _Consumer, max_messages: int) -> list[Delivery]:
+        ready = list(itertools.islice(self._deliverable([consumer.subject_filter]), max_messages))
+        return [self._delivery(consumer, message) for message in ready]
+
+    def _delivery(self, consumer: _Consumer, message: _Message) -> Delivery:
+        message.delivery_count += 1
+        message.due = self.clock.now() + self.ack_wait
+        message.nakked = False
+        try:
+            task, problem = self.decode(message.payload), ""
+        except Exception as exc:
+            # Whatever the codec rejects is a malformed task; the poll consumes and logs it.
+            task, problem = None, str(exc) or type(exc).__name__
+        return Delivery(
+            handle=DeliveryHandle(f"{self.stream}:{message.seq}:{message.delivery_count}"),
+            task_type=consumer.task_type,
+            delivery_count=message.delivery_count,
+            ack_wait=self.ack_wait,
+            task=task,
+            problem=problem,
+            headers=dict(message.headers),
+        )
+
+    def _current(self, handle: DeliveryHandle) -> _Message | None:
+        """The message if `handle` is its latest delivery; settling anything else is a no-op.
+
+        Known difference: JetStream settles by stream sequence, so there a stale handle would
+        settle the newer delivery; here it is ignored, which fences an outdated holder.
+        """
+        stream, seq, count = handle.rsplit(":", 2)
+        message = self._messages.get(int(seq))
+        if stream != self.stream or message is None or message.delivery_count != int(count):
+            return None
+        return message
+
+    async def _wait_for_change(self, filters: Sequence[str], deadline: datetime) -> bool:
+        """Wait for a publish or NAK, or until the next of these messages falls due.
+
+        False once the deadline has passed.
+        """
+        now = self.clock.now()
+        if now >= deadline:
+            return False
+        wake = min([deadline, *(m.due for m in self._matching(filters) if m.due > now)])
+        await wait_or_timeout(self.clock, self._changes.waiter(), wake - now)
+        return True
+
+
+def _state(message: _Message, now: datetime) -> MessageState:
+    if message.due <= now:
+        return MessageState.AVAILABLE
+    return MessageState.DELAYED if message.nakked else MessageState.PENDING
