@@ -1,0 +1,169 @@
+"""Route handlers: parse, call a use case, map the answer. Bodies are read raw so that raw
+JSON values pass through byte-exact and validation errors carry the Go messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, Final
+
+import anyio
+import attrs
+from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath, RawBody
+from litestar.response import Stream
+
+from adapters.codec import decode, encode
+from adapters.http.deps import Injected
+from adapters.http.schemas import (
+    ConnectBody,
+    PollBody,
+    SimTaskBody,
+    SimTaskCreated,
+    to_connect_command,
+    to_enqueue_command,
+    to_poll_command,
+)
+from domain.errors import InvalidRequestError, TaskNotFoundError
+from domain.models import RunId, TaskId
+from domain.ports import BackendProbe, Clock, EventLog
+from domain.services.actions import ResolveRequest
+from domain.services.checkpoints import ReadCheckpoint
+from domain.services.poll import PollService
+from domain.services.resolve import ResolveService
+from domain.services.simulator import EnqueueTask
+from domain.services.workers import ConnectCommand, WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+JSON: Final = "application/json"
+EVENT_STREAM: Final = "text/event-stream"
+HEARTBEAT: Final = b"event: heartbeat\ndata: ok\n\n"
+REPLAYED_HEADER: Final = "X-Dagnats-Replayed"
+
+
+@attrs.frozen(kw_only=True)
+class ConnectSettings:
+    heartbeat_interval: timedelta
+
+
+def json_response(body: bytes, status_code: int = 200) -> Response[bytes]:
+    return Response(body, status_code=status_code, media_type=JSON)
+
+
+@post("/v1/workers/connect", status_code=200, summary="Register a worker for as long as it listens")
+async def connect(
+    body: RawBody,
+    worker_registry: Injected[WorkerRegistry],
+    clock: Injected[Clock],
+    connect_settings: Injected[ConnectSettings],
+) -> Stream:
+    """Answers `text/event-stream` with `event: heartbeat` every interval; the worker is
+    deregistered when its last stream closes."""
+    cmd = to_connect_command(decode(body, ConnectBody))
+    await worker_registry.open_session(cmd)
+    log.info("worker %s connected for %s", cmd.worker_id, ",".join(cmd.task_types))
+    beats = _heartbeats(worker_registry, cmd, clock, connect_settings.heartbeat_interval)
+    return Stream(
+        beats,
+        media_type=EVENT_STREAM,
+        headers={"content-type": EVENT_STREAM, "cache-control": "no-cache"},
+    )
+
+
+async def _heartbeats(
+    registry: WorkerRegistry, cmd: ConnectCommand, clock: Clock, interval: timedelta
+) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            await clock.sleep(interval.total_seconds())
+            await registry.refresh(cmd)
+            yield HEARTBEAT
+    finally:
+        # The stream ends by cancellation when the client goes: shield the deregistration.
+        with anyio.CancelScope(shield=True):
+            await registry.close_session(cmd.worker_id)
+            log.info("worker %s disconnected", cmd.worker_id)
+
+
+@post("/v1/tasks/poll", status_code=200, summary="Long-poll for tasks")
+async def poll(
+    request: Request[Any, Any, Any], body: RawBody, poll_service: Injected[PollService]
+) -> Response[bytes]:
+    """A JSON array of tasks, `[]` when none came before the timeout."""
+    gone = asyncio.Event()
+    cmd = to_poll_command(decode(body, PollBody), gone)
+    watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
+    try:
+        tasks = await poll_service(cmd)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return json_response(encode(tasks))
+
+
+async def _watch_disconnect(request: Request[Any, Any, Any], gone: asyncio.Event) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+@post("/v1/tasks/{task_id:str}/resolve", status_code=200, summary="Settle or extend a task")
+async def resolve(
+    task_id: FromPath[str], body: RawBody, resolve_service: Injected[ResolveService]
+) -> Response[bytes]:
+    """Empty 200 on success (with `X-Dagnats-Replayed: true` for a repeated terminal action);
+    for wait_signal, the signal's JSON."""
+    if not task_id:
+        raise InvalidRequestError("task id is required", "task_id")
+    resolution = await resolve_service(TaskId(task_id), decode(body, ResolveRequest))
+    if resolution.signal is not None:
+        return json_response(resolution.signal)
+    headers = {REPLAYED_HEADER: "true"} if resolution.replayed else None
+    return Response(b"", status_code=200, media_type=JSON, headers=headers)
+
+
+@get("/v1/tasks/{task_id:str}/checkpoint", summary="The task's saved checkpoint")
+async def checkpoint(
+    task_id: FromPath[str], read_checkpoint: Injected[ReadCheckpoint]
+) -> Response[bytes]:
+    value = await read_checkpoint(TaskId(task_id))
+    if value is None:
+        raise TaskNotFoundError
+    return json_response(value)
+
+
+@get("/v1/workers", summary="Live worker registrations")
+async def workers(worker_registry: Injected[WorkerRegistry]) -> Response[bytes]:
+    return json_response(encode(await worker_registry.registered()))
+
+
+@get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="The backend serves requests")
+async def readyz(backend_probe: Injected[BackendProbe]) -> dict[str, str]:
+    await backend_probe.check()
+    return {"status": "ready"}
+
+
+@post("/v1/sim/tasks", status_code=201, summary="Enqueue a task as the engine would")
+async def enqueue(body: RawBody, enqueue_task: Injected[EnqueueTask]) -> Response[bytes]:
+    task = await enqueue_task(to_enqueue_command(decode(body, SimTaskBody)))
+    created = SimTaskCreated(task_id=task.task_id or "", run_id=task.run_id, step_id=task.step_id)
+    return json_response(encode(created), status_code=201)
+
+
+@get("/v1/sim/runs/{run_id:str}/events", summary="A run's history events, in order")
+async def run_events(run_id: FromPath[str], event_log: Injected[EventLog]) -> Response[bytes]:
+    return json_response(encode(await event_log.read(RunId(run_id))))
+
+
+API_HANDLERS: Final = [connect, poll, resolve, checkpoint, workers, healthz, readyz]
+simulator_router = Router(path="/", route_handlers=[enqueue, run_events])

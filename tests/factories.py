@@ -1,0 +1,84 @@
+"""Builders shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Final
+
+import attrs
+
+from adapters.codec import decode, encode
+from adapters.memory.clock import ManualClock
+from adapters.memory.events import MemoryEventLog
+from adapters.memory.ids import SequentialIds
+from adapters.memory.kv import MemoryBuckets
+from adapters.memory.leases import MemoryLeaseStore
+from adapters.memory.queue import MemoryTaskQueue
+from adapters.memory.streams import MemoryStreams
+from app.container import Container
+from app.settings import Settings
+from domain.models import PolledTask, TaskPayload, TaskType
+from domain.services.actions import ResolveRequest
+from domain.services.poll import PollCommand, PollService
+from domain.services.resolve import Resolution, ResolveService
+from domain.services.simulator import EnqueueTask
+
+ACK_WAIT: Final = timedelta(minutes=5)
+
+
+def memory_container(**settings: Any) -> Container:
+    return Container(settings=Settings(**settings))
+
+
+@attrs.define
+class Harness:
+    """The use cases wired to the memory adapters on a manual clock."""
+
+    clock: ManualClock = attrs.field(factory=ManualClock)
+    ids: SequentialIds = attrs.field(factory=SequentialIds)
+    queue: MemoryTaskQueue = attrs.field(init=False)
+    events: MemoryEventLog = attrs.field(init=False)
+    leases: MemoryLeaseStore = attrs.field(init=False)
+    buckets: MemoryBuckets = attrs.field(
+        default=attrs.Factory(lambda self: MemoryBuckets(self.clock), takes_self=True)
+    )
+    streams: MemoryStreams = attrs.field(factory=MemoryStreams)
+    poll: PollService = attrs.field(init=False)
+    resolve: ResolveService = attrs.field(init=False)
+    enqueue: EnqueueTask = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.queue = MemoryTaskQueue(
+            self.clock, lambda data: decode(data, TaskPayload), encode=encode, ack_wait=ACK_WAIT
+        )
+        self.events = MemoryEventLog(self.clock)
+        self.leases = MemoryLeaseStore(self.clock)
+        self.poll = PollService(
+            queue=self.queue,
+            events=self.events,
+            leases=self.leases,
+            buckets=self.buckets,
+            clock=self.clock,
+            ids=self.ids,
+        )
+        self.resolve = ResolveService(
+            queue=self.queue,
+            events=self.events,
+            leases=self.leases,
+            buckets=self.buckets,
+            streams=self.streams,
+            clock=self.clock,
+        )
+        self.enqueue = EnqueueTask(publisher=self.queue, ids=self.ids)
+
+    async def poll_now(self, *task_types: str, max_tasks: int = 1) -> list[PolledTask]:
+        return await self.poll(
+            PollCommand(
+                task_types=[TaskType(t) for t in task_types],
+                max_tasks=max_tasks,
+                timeout=timedelta(0),
+            )
+        )
+
+    async def resolve_action(self, task: PolledTask, action: str, **fields: Any) -> Resolution:
+        return await self.resolve(task.task_id, ResolveRequest(action=action, **fields))

@@ -1,0 +1,75 @@
+"""A real bridge process, served by uvicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+STARTUP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@attrs.frozen
+class BridgeProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        """SIGTERM, as an orchestrator would; the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STARTUP_TIMEOUT_S)
+
+
+def start_bridge(tmp_path: Path, **env: str) -> BridgeProcess:
+    port = free_port()
+    log = tmp_path / "bridge.log"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_BRIDGE_")}
+    environment = {**inherited, "DAGNATS_BRIDGE_PORT": str(port), **env}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagnats-bridge"), "serve", "--backend", "memory"],
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    bridge = BridgeProcess(f"http://127.0.0.1:{port}", process, log)
+    wait_until_healthy(bridge)
+    return bridge
+
+
+def wait_until_healthy(bridge: BridgeProcess) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if bridge.process.poll() is not None:
+            raise RuntimeError(f"bridge exited: {bridge.log.read_text()}")
+        try:
+            if httpx.get(f"{bridge.url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)  # the server is still binding its port: nothing to await yet
+    raise RuntimeError(f"bridge did not become healthy: {bridge.log.read_text()}")
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[BridgeProcess]:
+    process = start_bridge(tmp_path, DAGNATS_BRIDGE_HEARTBEAT_INTERVAL_MS="100")
+    yield process
+    if process.process.poll() is None:
+        process.stop()
