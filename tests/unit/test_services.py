@@ -360,3 +360,33 @@ async def test_a_worker_stays_registered_until_its_last_session_closes(bridge: H
         ("w1", "http", "bridge", 2)
     ]
     assert await registry.registered() == []
+
+
+async def test_trace_context_travels_from_the_task_message_to_the_poll_answer_and_events(
+    bridge: Harness,
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await bridge.queue.publish_raw(
+        WORK,
+        b'{"run_id":"r1","step_id":"s"}',
+        run_id=RunId("r1"),
+        msg_id="m1",
+        headers={"traceparent": traceparent, "tracestate": "k=v"},
+    )
+
+    (task,) = await bridge.poll_now(WORK)
+    await bridge.resolve_action(task, "complete")
+
+    assert (task.traceparent, task.tracestate) == (traceparent, "k=v")
+    outbound = bridge.events.outbound(RunId("r1"))
+    assert [o.headers.get("traceparent") for o in outbound] == [traceparent, traceparent]
+
+
+async def test_a_worker_id_on_resolve_is_carried_by_the_terminal_event(bridge: Harness) -> None:
+    await enqueue(bridge)
+    (task,) = await bridge.poll_now(WORK)
+
+    await bridge.resolve_action(task, "complete", worker_id="w9")
+
+    completed = (await bridge.events.read(RunId("r1")))[-1]
+    assert completed.worker_id == "w9"
