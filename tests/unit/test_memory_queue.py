@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from adapters.memory.clock import EPOCH, ManualClock
-from adapters.memory.queue import MemoryTaskQueue, MessageState, QueuedMessage, consumer_name
+from adapters.memory.queue import MemoryTaskQueue, MessageState, QueuedMessage
+from adapters.wire import consumer_name
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, RunId, StepId, TaskPayload, TaskType
 

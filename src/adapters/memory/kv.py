@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Final
 
 import attrs
 
 from adapters.memory.waiting import Broadcast, wait_or_timeout
+from adapters.wire import CHECKPOINTS_BUCKET, SIGNALS_BUCKET, WORKERS_BUCKET, WORKERS_TTL
 from domain.models import KvEntry
 from domain.ports import Clock
-
-WORKERS_TTL: Final = timedelta(seconds=60)
 
 
 @attrs.frozen
@@ -86,10 +84,12 @@ class MemoryBuckets:
         signals: bool = True,
         workers: bool = True,
     ) -> None:
-        self._checkpoints = MemoryKeyValue(clock, bucket="checkpoints") if checkpoints else None
-        self._signals = MemoryKeyValue(clock, bucket="signals") if signals else None
+        self._checkpoints = (
+            MemoryKeyValue(clock, bucket=CHECKPOINTS_BUCKET) if checkpoints else None
+        )
+        self._signals = MemoryKeyValue(clock, bucket=SIGNALS_BUCKET) if signals else None
         self._workers = (
-            MemoryKeyValue(clock, bucket="workers", ttl=WORKERS_TTL) if workers else None
+            MemoryKeyValue(clock, bucket=WORKERS_BUCKET, ttl=WORKERS_TTL) if workers else None
         )
 
     async def checkpoints(self) -> MemoryKeyValue | None:

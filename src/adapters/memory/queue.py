@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
@@ -19,28 +18,21 @@ import attrs
 from adapters.memory.dedup import DuplicateWindow
 from adapters.memory.subjects import filters_overlap, subject_matches
 from adapters.memory.waiting import Broadcast, wait_or_timeout
+from adapters.wire import (
+    CONSUMER_ACK_WAIT,
+    TASK_STREAM,
+    consumer_filter,
+    consumer_name,
+    name_conflict,
+    overlap_conflict,
+    task_subject,
+)
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
 from domain.ports import Clock
 
-DEFAULT_ACK_WAIT: Final = timedelta(minutes=5)
 DUPLICATE_WINDOW: Final = timedelta(minutes=2)
 """JetStream's default duplicate window, which TASK_QUEUES keeps."""
-
-_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def consumer_name(task_type: str) -> str:
-    """`workers-<type>` with `.` as `-` and anything outside [A-Za-z0-9_-] as `_`."""
-    return "workers-" + _UNSAFE_NAME_CHARS.sub("_", task_type.replace(".", "-"))
-
-
-def consumer_filter(task_type: str) -> str:
-    return f"task.{task_type}.>"
-
-
-def task_subject(task_type: str, run_id: str) -> str:
-    return f"task.{task_type}.{run_id}"
 
 
 class MessageState(enum.Enum):
@@ -95,8 +87,8 @@ class MemoryTaskQueue:
     clock: Clock
     decode: Callable[[bytes], TaskPayload]
     encode: Callable[[TaskPayload], bytes] = attrs.field(kw_only=True)
-    ack_wait: timedelta = attrs.field(default=DEFAULT_ACK_WAIT, kw_only=True)
-    stream: str = attrs.field(default="TASK_QUEUES", kw_only=True)
+    ack_wait: timedelta = attrs.field(default=CONSUMER_ACK_WAIT, kw_only=True)
+    stream: str = attrs.field(default=TASK_STREAM, kw_only=True)
     _messages: dict[int, _Message] = attrs.field(init=False, factory=dict)
     _consumers: dict[str, _Consumer] = attrs.field(init=False, factory=dict)
     _seqs: itertools.count[int] = attrs.field(init=False, factory=lambda: itertools.count(1))
@@ -191,20 +183,12 @@ class MemoryTaskQueue:
         existing = self._consumers.get(name)
         if existing is not None:
             if existing.subject_filter != wanted:
-                raise ConsumerConflictError(
-                    f'consumer "{name}" already serves filter {existing.subject_filter} but '
-                    f"this poll needs {wanted}: two task types sanitize to the same durable "
-                    "name (dots collapse to hyphens) — rename one of them"
-                )
+                raise ConsumerConflictError(name_conflict(name, existing.subject_filter, wanted))
             return existing
         for other in self._consumers.values():
             # A work-queue stream allows one consumer per overlapping filter (JetStream 10100).
             if filters_overlap(other.subject_filter, wanted):
-                raise ConsumerConflictError(
-                    f'cannot create consumer "{name}" on filter {wanted}: another consumer '
-                    f"already covers an overlapping filter {other.subject_filter} on the "
-                    f"{self.stream} work-queue stream"
-                )
+                raise ConsumerConflictError(overlap_conflict(name, wanted, other.subject_filter))
         created = _Consumer(name, wanted, task_type)
         self._consumers[name] = created
         return created

@@ -1,0 +1,65 @@
+"""DagNats wire names: streams, subjects, buckets and consumer names (PROTOCOL.md 1, 4.1).
+
+The one place adapters take them from, so the memory fake and JetStream agree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Final
+
+TASK_STREAM: Final = "TASK_QUEUES"
+TASK_SUBJECTS: Final = "task.>"
+HISTORY_STREAM: Final = "WORKFLOW_HISTORY"
+HISTORY_SUBJECTS: Final = "history.>"
+HISTORY_DUPLICATE_WINDOW: Final = timedelta(seconds=5)
+HISTORY_MAX_AGE: Final = timedelta(days=30)
+
+CHECKPOINTS_BUCKET: Final = "checkpoints"
+SIGNALS_BUCKET: Final = "signals"
+WORKERS_BUCKET: Final = "workers"
+WORKERS_TTL: Final = timedelta(seconds=60)
+LEASES_BUCKET: Final = "bridge_leases"
+"""The bridge's own bucket: it creates it when absent, with or without provisioning."""
+
+CONSUMER_ACK_WAIT: Final = timedelta(minutes=5)
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def consumer_name(task_type: str) -> str:
+    """`workers-<type>` with `.` as `-` and anything outside [A-Za-z0-9_-] as `_`."""
+    return "workers-" + _UNSAFE_NAME_CHARS.sub("_", task_type.replace(".", "-"))
+
+
+def consumer_filter(task_type: str) -> str:
+    return f"task.{task_type}.>"
+
+
+def task_subject(task_type: str, run_id: str) -> str:
+    return f"task.{task_type}.{run_id}"
+
+
+def history_subject(run_id: str) -> str:
+    return f"history.{run_id}"
+
+
+def stream_subject(run_id: str, step_id: str) -> str:
+    return f"stream.{run_id}.{step_id}"
+
+
+def name_conflict(name: str, existing_filter: str, wanted_filter: str) -> str:
+    return (
+        f'consumer "{name}" already serves filter {existing_filter} but this poll needs '
+        f"{wanted_filter}: two task types sanitize to the same durable name (dots collapse "
+        "to hyphens) — rename one of them"
+    )
+
+
+def overlap_conflict(name: str, wanted_filter: str, other_filter: str) -> str:
+    return (
+        f'cannot create consumer "{name}" on filter {wanted_filter}: another consumer already '
+        f"covers an overlapping filter {other_filter} on the {TASK_STREAM} work-queue stream"
+    )
