@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
 import httpx
+import nats
 import pytest
+from nats.aio.client import Client as NATS
+
+from app.embedded import EmbeddedNats, free_port
 
 STARTUP_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @attrs.frozen
@@ -73,3 +69,19 @@ def bridge(tmp_path: Path) -> Iterator[BridgeProcess]:
     yield process
     if process.process.poll() is None:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """One real nats-server (JetStream, loopback) for the test session."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.drain()

@@ -1,0 +1,1 @@
+"""JetStream adapters: the production backend, wire-compatible with DagNats."""
