@@ -14,7 +14,7 @@ import attrs
 import httpx
 import nats
 import pytest
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
 from app.embedded import EmbeddedNats, free_port
 
@@ -81,7 +81,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 
 @pytest.fixture
-async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_server.url)
     yield client
     await client.drain()

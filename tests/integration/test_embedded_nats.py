@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
 from app.embedded import EmbeddedNats
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_embedded_server_serves_jetstream_on_loopback(
-    nats_server: EmbeddedNats, nats_client: NATS
+    nats_server: EmbeddedNats, nats_client: NatsClient
 ) -> None:
     info = await nats_client.jetstream().account_info()
 
