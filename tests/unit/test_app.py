@@ -38,7 +38,8 @@ def test_a_flag_wins_over_its_environment_variable_which_wins_over_the_default()
     assert settings.port == 9100
     assert settings.ack_wait_ms == 1000
     assert settings.max_body_bytes == 1_048_576
-    assert settings.backend is Backend.MEMORY
+    assert settings.backend is Backend.NATS
+    assert settings.needs_embedded_nats
     assert settings.token is None
 
 

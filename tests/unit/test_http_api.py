@@ -338,3 +338,20 @@ async def test_a_missing_checkpoint_is_404(client: AsyncTestClient[Any]) -> None
     response = await client.get("/v1/tasks/r9.s9/checkpoint")
 
     assert_problem(response, 404, "task not found")
+
+
+@pytest.mark.parametrize(
+    ("body", "detail", "field"),
+    [
+        ('{"task_types":["a"]}', "worker_id is required", "worker_id"),
+        ('{"worker_id":"w 1","task_types":["a"]}', 'invalid worker_id "w 1"', "worker_id"),
+        ('{"worker_id":"w1"}', "task_types is required", "task_types"),
+        ('{"worker_id":"w1","task_types":["a*"]}', 'illegal character "*"', "task_types"),
+    ],
+)
+async def test_bad_connect_bodies_are_400_before_any_stream_opens(
+    client: AsyncTestClient[Any], body: str, detail: str, field: str
+) -> None:
+    response = await client.post("/v1/workers/connect", content=body)
+
+    assert_problem(response, 400, detail, field)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.memory.subjects import filters_overlap, subject_matches
+from adapters.wire import filters_overlap, subject_matches
 
 LITERALS = ("a", "b")
 FRESH = "c"
