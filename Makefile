@@ -17,10 +17,11 @@ $(BIN)/dagnats-bridge: pyproject.toml
 
 install: $(BIN)/dagnats-bridge ## Create .venv and install the bridge with its dev tools
 
-run: install ## Serve the bridge on :8080 (memory backend, simulator on)
-	$(BIN)/dagnats-bridge serve --backend memory
+run: install ## Serve the bridge on :8080 over an embedded nats-server (simulator on)
+	$(BIN)/dagnats-bridge serve
 
-run-memory: run ## Same as run, named for its backend
+run-memory: install ## Serve the bridge on :8080 with no NATS at all (in-memory simulator)
+	$(BIN)/dagnats-bridge serve --backend memory
 
 fmt: install ## Format and fix what ruff can fix safely
 	$(BIN)/ruff format src tests

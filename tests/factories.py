@@ -16,7 +16,7 @@ from adapters.memory.leases import MemoryLeaseStore
 from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
 from app.container import Container
-from app.settings import Settings
+from app.settings import Backend, Settings
 from domain.models import PolledTask, TaskPayload, TaskType
 from domain.services.actions import ResolveRequest
 from domain.services.poll import PollCommand, PollService
@@ -27,7 +27,7 @@ ACK_WAIT: Final = timedelta(minutes=5)
 
 
 def memory_container(**settings: Any) -> Container:
-    return Container(settings=Settings(**settings))
+    return Container(settings=Settings(backend=Backend.MEMORY, **settings))
 
 
 @attrs.define

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, get_args, get_origin
 
 import attrs
@@ -67,6 +67,10 @@ def _strict(kind: type[T]) -> Any:
         return value
 
     return structure
+
+
+def _milliseconds(duration: timedelta) -> int:
+    return duration // timedelta(milliseconds=1)
 
 
 def _structure_raw(value: Any, _: type[RawJson]) -> RawJson:
@@ -133,6 +137,11 @@ def make_converter() -> cattrs.Converter:
         datetime, lambda value, _: parse_timestamp(_strict(str)(value, str))
     )
     conv.register_unstructure_hook(datetime, format_timestamp)
+    # Durations travel as whole milliseconds, as DagNats writes them (`*_ms` fields).
+    conv.register_structure_hook(
+        timedelta, lambda value, _: timedelta(milliseconds=_strict(int)(value, int))
+    )
+    conv.register_unstructure_hook(timedelta, _milliseconds)
     conv.register_unstructure_hook(enum.Enum, lambda member: member.value)
     conv.register_unstructure_hook_factory(attrs.has, _omit_defaults(conv))
     return conv

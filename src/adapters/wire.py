@@ -63,3 +63,31 @@ def overlap_conflict(name: str, wanted_filter: str, other_filter: str) -> str:
         f'cannot create consumer "{name}" on filter {wanted_filter}: another consumer already '
         f"covers an overlapping filter {other_filter} on the {TASK_STREAM} work-queue stream"
     )
+
+
+WILDCARD: Final = "*"
+FULL_WILDCARD: Final = ">"
+
+
+def subject_matches(subject_filter: str, subject: str) -> bool:
+    """Whether the concrete `subject` matches `subject_filter` (`*` one token, `>` the rest)."""
+    tokens = subject.split(".")
+    for index, wanted in enumerate(subject_filter.split(".")):
+        if wanted == FULL_WILDCARD:
+            return len(tokens) > index
+        if index >= len(tokens) or wanted not in (WILDCARD, tokens[index]):
+            return False
+    return len(tokens) == len(subject_filter.split("."))
+
+
+def filters_overlap(first: str, second: str) -> bool:
+    """Whether some concrete subject matches both subject filters."""
+    left, right = first.split("."), second.split(".")
+    for mine, theirs in zip(left, right, strict=False):
+        if FULL_WILDCARD in (mine, theirs):
+            # `>` takes whatever the other filter still needs: at least one token, which it has.
+            return True
+        if WILDCARD not in (mine, theirs) and mine != theirs:
+            return False
+    # Neither ended in `>`, so a common subject has exactly as many tokens as each filter.
+    return len(left) == len(right)

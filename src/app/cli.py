@@ -5,28 +5,42 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
 
+import attrs
 import uvicorn
 
 from app.container import Container
+from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.main import create_app
 from app.settings import Backend, Settings
 
-ENV_PREFIX = "DAGNATS_BRIDGE_"
-TOKEN_ENV = "DAGNATS_BRIDGE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+log = logging.getLogger("dagnats_bridge")
 
-FLAGS: dict[str, type] = {
-    "backend": str,
+ENV_PREFIX: Final = "DAGNATS_BRIDGE_"
+TOKEN_ENV: Final = "DAGNATS_BRIDGE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+
+VALUED: Final[dict[str, Callable[[str], Any]]] = {
+    "backend": Backend,
     "host": str,
     "port": int,
     "heartbeat_interval_ms": int,
     "ack_wait_ms": int,
     "max_body_bytes": int,
     "log_level": str,
+    "nats_url": str,
+    "nats_creds": Path,
+    "nats_tls_ca": Path,
+    "nats_tls_cert": Path,
+    "nats_tls_key": Path,
+    "data_dir": Path,
 }
+SWITCHES: Final = ("provision", "simulator")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP bridge")
     defaults = Settings()
-    for name, kind in FLAGS.items():
+    for name, kind in VALUED.items():
         default = getattr(defaults, name)
         shown = default.value if isinstance(default, Backend) else default
         serve.add_argument(
@@ -42,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
             type=kind,
             default=None,
             help=f"(env {ENV_PREFIX}{name.upper()}, default {shown})",
-            choices=[b.value for b in Backend] if name == "backend" else None,
+        )
+    for name in SWITCHES:
+        serve.add_argument(
+            f"--{name}", action="store_true", default=None, help=f"(env {ENV_PREFIX}{name.upper()})"
         )
     return root
 
@@ -50,15 +67,15 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """A flag wins over its environment variable, which wins over the default."""
     values: dict[str, Any] = {}
-    for name, kind in FLAGS.items():
-        flag = getattr(args, name)
-        env = environ.get(f"{ENV_PREFIX}{name.upper()}")
+    for name, kind in VALUED.items():
+        flag, env = getattr(args, name), environ.get(f"{ENV_PREFIX}{name.upper()}")
         if flag is not None:
             values[name] = flag
         elif env:
             values[name] = kind(env)
-    if "backend" in values:
-        values["backend"] = Backend(values["backend"])
+    for name in SWITCHES:
+        env = environ.get(f"{ENV_PREFIX}{name.upper()}", "")
+        values[name] = bool(getattr(args, name)) or env.lower() in TRUE_WORDS
     return Settings(token=environ.get(TOKEN_ENV) or None, **values)
 
 
@@ -73,7 +90,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(Container(settings=settings))
-    # uvicorn stops gracefully on SIGTERM and SIGINT: no new connections, in-flight ends.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    embedded = EmbeddedNats(settings.data_dir.resolve()) if settings.needs_embedded_nats else None
+    try:
+        if embedded is not None:
+            embedded.start()
+            settings = attrs.evolve(settings, nats_url=embedded.url, provision=True, simulator=True)
+        serve(settings)
+    except EmbeddedNatsError as exc:
+        log.error("cannot start the embedded nats-server: %s", exc)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
     return 0
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then return so the caller can clean up.
+
+    uvicorn stops gracefully on either signal (no new connections, in-flight requests end)
+    and then raises the signal again with the handler it found: ours only notes it.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped_by)
+    app = create_app(Container(settings=settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+
+
+def _stopped_by(signum: int, _: object) -> None:
+    log.info("stopped by %s", signal.Signals(signum).name)

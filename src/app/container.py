@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dependency_injector import containers, providers
+from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
 
 from adapters.codec import decode, encode
 from adapters.http.routes import ConnectSettings
@@ -14,9 +16,15 @@ from adapters.memory.leases import MemoryLeaseStore
 from adapters.memory.probe import MemoryProbe
 from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
+from adapters.nats.events import NatsEventLog
+from adapters.nats.kv import NatsBuckets
+from adapters.nats.leases import NatsLeaseStore
+from adapters.nats.probe import NatsProbe
+from adapters.nats.queue import NatsTaskQueue
+from adapters.nats.streams import NatsStreams
 from adapters.workers import KvWorkerDirectory
 from app.settings import Settings
-from domain.models import TaskPayload
+from domain.models import Event, TaskPayload
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.poll import PollService
 from domain.services.resolve import ResolveService
@@ -28,24 +36,63 @@ def _decode_task(data: bytes) -> TaskPayload:
     return decode(data, TaskPayload)
 
 
+def _decode_event(data: bytes) -> Event:
+    return decode(data, Event)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
+    nats = providers.Dependency(instance_of=NatsClient)
+    """Opened in the application's lifespan, only for the NATS backend."""
+    jetstream = providers.Dependency(instance_of=JetStreamContext)
 
+    backend = settings.provided.backend_name
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidIds)
 
-    queue = providers.Singleton(
-        MemoryTaskQueue,
-        clock=clock,
-        ack_wait=settings.provided.ack_wait,
-        decode=_decode_task,
-        encode=encode,
+    queue = providers.Selector(
+        backend,
+        memory=providers.Singleton(
+            MemoryTaskQueue,
+            clock=clock,
+            ack_wait=settings.provided.ack_wait,
+            decode=_decode_task,
+            encode=encode,
+        ),
+        nats=providers.Singleton(
+            NatsTaskQueue,
+            nats,
+            jetstream,
+            encode=encode,
+            decode=_decode_task,
+            consumer_ack_wait=settings.provided.ack_wait,
+        ),
     )
-    events = providers.Singleton(MemoryEventLog, clock=clock)
-    leases = providers.Singleton(MemoryLeaseStore, clock=clock)
-    buckets = providers.Singleton(MemoryBuckets, clock=clock)
-    streams = providers.Singleton(MemoryStreams)
-    probe = providers.Singleton(MemoryProbe)
+    events = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryEventLog, clock=clock),
+        nats=providers.Singleton(NatsEventLog, jetstream, encode=encode, decode=_decode_event),
+    )
+    leases = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryLeaseStore, clock=clock),
+        nats=providers.Singleton(NatsLeaseStore, jetstream, clock=clock),
+    )
+    buckets = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryBuckets, clock=clock),
+        nats=providers.Singleton(NatsBuckets, jetstream),
+    )
+    streams = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryStreams),
+        nats=providers.Singleton(NatsStreams, nats),
+    )
+    probe = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryProbe),
+        nats=providers.Singleton(NatsProbe, nats, jetstream),
+    )
     directory = providers.Singleton(KvWorkerDirectory, buckets=buckets)
 
     poll_service = providers.Singleton(

@@ -116,7 +116,7 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise EmbeddedNatsError(f"nats-server exited: {_tail(log_file)}")
-            if "Server is ready" in _tail(log_file) and _accepts(self.host, self.port):
+            if "Server is ready" in _tail(log_file) and accepts_connections(self.host, self.port):
                 return
             time.sleep(0.02)  # the child has no readiness event we could await
         self.stop()
@@ -130,7 +130,7 @@ def _tail(log_file: Path) -> str:
         return ""
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts_connections(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True

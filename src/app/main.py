@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -15,7 +18,11 @@ from litestar.openapi import OpenAPIConfig
 from adapters.http.auth import BearerAuth
 from adapters.http.problems import EXCEPTION_HANDLERS
 from adapters.http.routes import API_HANDLERS, simulator_router
+from adapters.nats.connection import NatsOptions, connect
+from adapters.nats.kv import ensure_leases_bucket, provision_buckets
+from adapters.nats.provision import provision_streams
 from app.container import Container
+from app.settings import Backend
 
 log = logging.getLogger("dagnats_bridge")
 
@@ -41,6 +48,52 @@ def from_container(provider: providers.Provider[T]) -> Provide:
     return Provide(dependency, sync_to_thread=False, use_cache=True)
 
 
+LEASE_BUCKET_MIN_TTL = timedelta(hours=1)
+
+
+@asynccontextmanager
+async def bridge_lifespan(container: Container) -> AsyncIterator[None]:
+    async with nats_lifespan(container):
+        _announce(container)
+        yield
+    log.info("dagnats-bridge stopped")
+
+
+@asynccontextmanager
+async def nats_lifespan(container: Container) -> AsyncIterator[None]:
+    """Open NATS for the NATS backend, provision what is asked for, drain on the way out."""
+    settings = container.settings()
+    if settings.backend is not Backend.NATS:
+        yield
+        return
+    client = await connect(
+        NatsOptions(
+            servers=settings.nats_servers,
+            creds=settings.nats_creds,
+            tls_ca=settings.nats_tls_ca,
+            tls_cert=settings.nats_tls_cert,
+            tls_key=settings.nats_tls_key,
+        )
+    )
+    try:
+        jetstream = client.jetstream()
+        if settings.provision:
+            await provision_streams(jetstream)
+            await provision_buckets(jetstream)
+        # The lease bucket's TTL only collects garbage: a lease's own deadline rules, and
+        # every extension re-puts it, so the TTL must outlast the longest AckWait in use.
+        await ensure_leases_bucket(jetstream, max(LEASE_BUCKET_MIN_TTL, 2 * settings.ack_wait))
+        container.nats.override(providers.Object(client))
+        container.jetstream.override(providers.Object(jetstream))
+        try:
+            yield
+        finally:
+            # Messages pulled ahead for waiting polls go back before the connection does.
+            await container.queue().close()
+    finally:
+        await client.drain()
+
+
 def create_app(container: Container) -> Litestar:
     settings = container.settings()
     dependencies: dict[str, Any] = {
@@ -52,7 +105,7 @@ def create_app(container: Container) -> Litestar:
     if settings.token:
         middleware.append(BearerAuth(settings.token))
     handlers: list[Any] = [*API_HANDLERS]
-    if settings.simulator:
+    if settings.serves_simulator:
         handlers.append(simulator_router)
     return Litestar(
         route_handlers=handlers,
@@ -64,21 +117,23 @@ def create_app(container: Container) -> Litestar:
         # lost when the process ends on a signal.
         logging_config=None,
         openapi_config=OpenAPIConfig(title="dagnats-bridge", version=_version()),
-        on_startup=[lambda: _announce(container)],
-        on_shutdown=[lambda: log.info("dagnats-bridge stopped")],
+        lifespan=[lambda _: bridge_lifespan(container)],
     )
 
 
 def _announce(container: Container) -> None:
     settings = container.settings()
     auth = "on" if settings.token else "OFF (development mode: DAGNATS_BRIDGE_TOKEN is unset)"
+    backend = settings.backend.value
+    if settings.backend is Backend.NATS:
+        backend = f"nats at {settings.nats_url}"
     log.info(
         "dagnats-bridge serving on http://%s:%s, backend %s, auth %s, simulator %s",
         settings.host,
         settings.port,
-        settings.backend.value,
+        backend,
         auth,
-        "on" if settings.simulator else "off",
+        "on" if settings.serves_simulator else "off",
     )
 
 

@@ -6,6 +6,7 @@ Pure functions, so each rule is property-tested on its own.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
@@ -35,6 +36,7 @@ LEASE_GRACE: Final = timedelta(seconds=30)
 UNSPECIFIED_ERROR: Final = "unspecified error"
 FAILURE_TYPE_ALIASES: Final = {"permanent": FailureType.NON_RETRIABLE}
 
+_KV_KEY: Final = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*")
 _TASK_TYPE_BYTES: Final = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 )
@@ -146,4 +148,14 @@ def validate_id_token(value: str, field: str) -> str:
     """A run or step id the bridge mints subjects and keys from: one subject token."""
     if not value or not all(char.isascii() and (char.isalnum() or char in "_-") for char in value):
         raise InvalidRequestError(f"invalid {field} {value!r}: use letters, digits, - and _", field)
+    return value
+
+
+def validate_kv_key(value: str, field: str) -> str:
+    """A value the bridge stores under as a KV key (signal names, worker ids): NATS KV's
+    alphabet, dot-separated tokens with none empty."""
+    if not _KV_KEY.fullmatch(value):
+        raise InvalidRequestError(
+            f"invalid {field} {go_quote(value)}: use letters, digits and - / _ = . only", field
+        )
     return value

@@ -33,14 +33,23 @@ class BridgeProcess:
         return self.process.wait(timeout=STARTUP_TIMEOUT_S)
 
 
-def start_bridge(tmp_path: Path, **env: str) -> BridgeProcess:
+MEMORY_BACKEND = ("--backend", "memory")
+BRIDGE_COMMAND = str(Path(sys.executable).parent / "dagnats-bridge")
+
+
+def start_bridge(tmp_path: Path, *flags: str, **env: str) -> BridgeProcess:
+    """The console script with `flags` (default: the memory backend) and `DAGNATS_*` env."""
     port = free_port()
-    log = tmp_path / "bridge.log"
+    log = tmp_path / f"bridge-{port}.log"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("DAGNATS_BRIDGE_")}
     environment = {**inherited, "DAGNATS_BRIDGE_PORT": str(port), **env}
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagnats-bridge"), "serve", "--backend", "memory"],
+            [
+                str(Path(sys.executable).parent / "dagnats-bridge"),
+                "serve",
+                *(flags or MEMORY_BACKEND),
+            ],
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -12,7 +12,12 @@ import attrs
 
 from domain.errors import InvalidRequestError
 from domain.models import RawJson, RunId, StepId, WorkerId
-from domain.protocol import clamp_max_tasks, poll_timeout, validate_task_types
+from domain.protocol import (
+    clamp_max_tasks,
+    poll_timeout,
+    validate_kv_key,
+    validate_task_types,
+)
 from domain.services.poll import PollCommand
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand
@@ -56,7 +61,7 @@ def to_connect_command(body: ConnectBody) -> ConnectCommand:
     if not body.worker_id:
         raise InvalidRequestError("worker_id is required", "worker_id")
     return ConnectCommand(
-        worker_id=WorkerId(body.worker_id),
+        worker_id=WorkerId(validate_kv_key(body.worker_id, "worker_id")),
         task_types=validate_task_types(body.task_types),
         max_tasks=clamp_max_tasks(body.max_tasks),
         metadata=body.metadata,

@@ -16,15 +16,16 @@ from typing import Final
 import attrs
 
 from adapters.memory.dedup import DuplicateWindow
-from adapters.memory.subjects import filters_overlap, subject_matches
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import (
     CONSUMER_ACK_WAIT,
     TASK_STREAM,
     consumer_filter,
     consumer_name,
+    filters_overlap,
     name_conflict,
     overlap_conflict,
+    subject_matches,
     task_subject,
 )
 from domain.errors import ConsumerConflictError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import ClassVar, Final
 
@@ -17,9 +16,8 @@ from domain.protocol import (
     clamp_retry_after_ms,
     parse_failure_type,
     require_duration_ms,
+    validate_kv_key,
 )
-
-_KV_KEY_TOKEN: Final = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*")
 
 
 @attrs.frozen(kw_only=True)
@@ -181,14 +179,9 @@ def _required_data(request: ResolveRequest) -> RawJson:
 
 
 def _required_key_token(value: str | None, field: str) -> str:
-    """A value that becomes part of a KV key must be a valid key (NATS KV's alphabet)."""
     if not value:
         raise InvalidRequestError(f"{field} is required", field)
-    if not _KV_KEY_TOKEN.fullmatch(value):
-        raise InvalidRequestError(
-            f"invalid {field} {value!r}: use letters, digits and - / _ = . only", field
-        )
-    return value
+    return validate_kv_key(value, field)
 
 
 _PARSERS: Final = {

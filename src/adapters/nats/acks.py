@@ -1,0 +1,26 @@
+"""Settling a delivery by its handle: the reply subject JetStream gave it (`$JS.ACK.…`).
+
+Any connection may publish to that subject, so a bridge replica, or this bridge after a
+restart, can settle a delivery another connection pulled. Each settlement is a request:
+JetStream answers once it has applied it, even for a delivery already settled, so the call
+returns only when the settlement has taken effect and repeating it is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nats.aio.client import Client as NatsClient
+
+from adapters.nats.errors import translated
+
+SETTLE_TIMEOUT_S: Final = 5.0
+
+
+async def settle(nc: NatsClient, handle: str, body: bytes, what: str) -> None:
+    """Send `body` (`+ACK`, `-NAK …`, `+WPI`, `+TERM`) for the delivery and await JetStream.
+
+    A fault is raised as a domain error whose text starts with `what`.
+    """
+    with translated(what):
+        await nc.request(handle, body, timeout=SETTLE_TIMEOUT_S)

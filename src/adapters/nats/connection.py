@@ -1,0 +1,70 @@
+"""The bridge's NATS connection: reconnects forever, logs its state changes."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+from typing import Final
+
+import attrs
+import nats
+from nats.aio.client import Client as NatsClient
+
+from adapters.nats.errors import translated
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S: Final = 5
+RECONNECT_WAIT_S: Final = 1
+PENDING_BYTES_WHILE_AWAY: Final = 8 * 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class NatsOptions:
+    servers: list[str]
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+async def connect(options: NatsOptions) -> NatsClient:
+    """Connect once (a failure is raised at start-up); after that, reconnect forever."""
+    with translated("connect to NATS"):
+        return await nats.connect(
+            servers=options.servers,
+            user_credentials=str(options.creds) if options.creds else None,
+            tls=_tls_context(options),
+            connect_timeout=CONNECT_TIMEOUT_S,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            pending_size=PENDING_BYTES_WHILE_AWAY,
+            error_cb=_on_error,
+            disconnected_cb=_on_disconnected,
+            reconnected_cb=_on_reconnected,
+            name="dagnats-bridge",
+        )
+
+
+def _tls_context(options: NatsOptions) -> ssl.SSLContext | None:
+    if not (options.tls_ca or options.tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=str(options.tls_ca) if options.tls_ca else None)
+    if options.tls_cert:
+        key = str(options.tls_key) if options.tls_key else None
+        context.load_cert_chain(str(options.tls_cert), key)
+    return context
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("NATS connection error: %s", exc)
+
+
+async def _on_disconnected() -> None:
+    log.warning("NATS disconnected; reconnecting")
+
+
+async def _on_reconnected() -> None:
+    log.info("NATS reconnected")

@@ -1,0 +1,301 @@
+"""JetStream KV buckets: the engine's (checkpoints, signals, workers) and the bridge's own.
+
+A KV key is the tail of a NATS subject, so keys are checked here and a bad one is the
+client's mistake (InvalidRequestError), not a NATS fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Final
+
+import attrs
+import nats.errors
+from nats.js.api import KeyValueConfig, RawStreamMsg
+from nats.js.client import JetStreamContext
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
+from nats.js.kv import KeyValue as Bucket
+
+from adapters.nats.errors import translated
+from adapters.wire import (
+    CHECKPOINTS_BUCKET,
+    LEASES_BUCKET,
+    SIGNALS_BUCKET,
+    WORKERS_BUCKET,
+    WORKERS_TTL,
+)
+from domain.errors import BackendError, InvalidRequestError
+from domain.models import KvEntry
+
+log = logging.getLogger(__name__)
+
+_SEGMENT = r"[-/_=a-zA-Z0-9]+"
+# Dots separate subject tokens: a leading, trailing or doubled dot makes an empty token,
+# which JetStream never stores (the publish finds no stream to take it).
+_KEY: Final = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
+_WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
+WATCH_IDLE: Final = timedelta(seconds=5)
+"""How long the server keeps a stopped watch's consumer (nats-py's default is 5 minutes)."""
+MISSING_BUCKET_RECHECK: Final = timedelta(seconds=2)
+"""How long a bucket found missing reads as missing before it is looked up again."""
+
+
+def check_key(key: str) -> str:
+    """The key itself if JetStream can store it; InvalidRequestError otherwise."""
+    if _KEY.fullmatch(key) is None:
+        raise InvalidRequestError(
+            f"invalid KV key {key!r}: use letters, digits and - / _ = . "
+            "(no leading, trailing or doubled dot)"
+        )
+    return key
+
+
+@attrs.frozen(kw_only=True)
+class NatsKeyValue:
+    """One JetStream KV bucket: the KeyValue port, and compare-and-set for the lease store.
+
+    `get`, `put`, `update` and the deletes are one round trip each; `keys` and `entries`
+    one, then a get per key; `wait_for_value` may open a watch (an ephemeral consumer),
+    and always stops it. Build one with `open_bucket`.
+    """
+
+    bucket: Bucket
+    js: JetStreamContext
+    name: str
+    stream: str
+    direct: bool
+    """Whether the bucket's stream answers direct gets (DagNats creates its buckets so)."""
+    watch_idle: timedelta = WATCH_IDLE
+
+    async def get(self, key: str) -> KvEntry | None:
+        """The key's value; None when it has none, or was deleted or purged since."""
+        return await self._get(check_key(key))
+
+    async def put(self, key: str, value: bytes) -> int:
+        check_key(key)
+        with translated(f"put {key} into KV {self.name}"):
+            return await self.bucket.put(key, value)
+
+    async def update(self, key: str, value: bytes, *, last: int) -> int | None:
+        """Put only if the key's latest revision is `last` (0: the key never had one).
+
+        A delete marker is a revision too. Returns the new revision, None when `last` is
+        not the latest.
+        """
+        check_key(key)
+        with translated(f"update {key} in KV {self.name}"):
+            try:
+                return await self.bucket.update(key, value, last=last)
+            except KeyWrongLastSequenceError:
+                return None
+
+    async def delete(self, key: str) -> None:
+        """Leave a delete marker (not a purge): watchers see the delete."""
+        check_key(key)
+        with translated(f"delete {key} from KV {self.name}"):
+            await self.bucket.delete(key)
+
+    async def delete_at(self, key: str, *, last: int) -> bool:
+        """Leave a delete marker only if the key's latest revision is `last` (> 0).
+
+        False when it is not (the key changed since it was read).
+        """
+        check_key(key)
+        with translated(f"delete {key} from KV {self.name}"):
+            try:
+                await self.bucket.delete(key, last=last)
+            except APIError as exc:
+                # nats-py maps this error to KeyWrongLastSequenceError for update only.
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    return False
+                raise
+        return True
+
+    async def keys(self) -> list[str]:
+        """Keys that hold a value; [] for an empty bucket."""
+        return [entry.key for entry in await self.entries()]
+
+    async def entries(self) -> list[KvEntry]:
+        """Every key's current value: the stream's subjects, then a get for each.
+
+        Not a watch: nats-py's watch can announce the end of its initial values before
+        they have all arrived (nats.py#842), which would drop keys at random.
+        """
+        with translated(f"list KV {self.name}"):
+            info = await self.js.stream_info(self.stream, subjects_filter=f"{self._prefix}>")
+        keys = [subject.removeprefix(self._prefix) for subject in info.state.subjects or {}]
+        # A key outside the alphabet (written by another client) cannot be read back exactly.
+        found = [await self._get(key) for key in keys if _KEY.fullmatch(key)]
+        return [entry for entry in found if entry is not None]
+
+    async def wait_for_value(self, key: str, timeout: timedelta) -> KvEntry | None:
+        """The key's value if it has one, else the first value put before the timeout.
+
+        Delete and purge markers are not values. The watch starts with the key's latest
+        revision, so a put landing between the first get and the watch is not missed.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
+        entry = await self.get(key)
+        if entry is not None or timeout <= timedelta(0):
+            return entry
+        with translated(f"watch {key} in KV {self.name}"):
+            watcher = await self.bucket.watch(
+                key, inactive_threshold=self.watch_idle.total_seconds()
+            )
+        try:
+            return await self._next_value(watcher, deadline)
+        finally:
+            await _stop(watcher)
+
+    async def _next_value(self, watcher: Bucket.KeyWatcher, deadline: float) -> KvEntry | None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for update in watcher:
+                    # None marks the end of the initial values; an operation marks a delete.
+                    if update is not None and update.operation is None:
+                        return self._from_update(update)
+        except TimeoutError:
+            return None
+        return None  # the watch was stopped under us: no value came
+
+    @property
+    def _prefix(self) -> str:
+        return f"$KV.{self.name}."
+
+    async def _get(self, key: str) -> KvEntry | None:
+        with translated(f"get {key} from KV {self.name}"):
+            try:
+                msg = await self.js.get_msg(
+                    self.stream, subject=self._prefix + key, direct=self.direct
+                )
+            except NotFoundError:
+                return None
+        return None if _is_marker(msg) else self._entry(key, msg)
+
+    def _entry(self, key: str, msg: RawStreamMsg) -> KvEntry:
+        if msg.seq is None or msg.time is None:
+            raise BackendError(f"get {key} from KV {self.name}: answer without sequence or time")
+        return KvEntry(key=key, value=msg.data or b"", revision=msg.seq, created=msg.time)
+
+    def _from_update(self, update: Bucket.Entry) -> KvEntry:
+        # nats-py annotates `created` as an int, but it holds the message's datetime.
+        created: object = update.created
+        if update.revision is None or not isinstance(created, datetime):
+            raise BackendError(f"watch KV {self.name}: update without revision or time")
+        return KvEntry(
+            key=update.key, value=update.value or b"", revision=update.revision, created=created
+        )
+
+
+def _is_marker(msg: RawStreamMsg) -> bool:
+    """A delete or purge marker, by the client (KV-Operation) or by the server (TTL)."""
+    headers = msg.headers or {}
+    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
+
+
+async def _stop(watcher: Bucket.KeyWatcher) -> None:
+    """Stop a watch. A lost connection has already dropped it: that is only logged, so
+    the value or the error in hand is what the caller gets."""
+    try:
+        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+    except nats.errors.Error as exc:
+        log.warning("KV watch not stopped cleanly: %s", exc)
+
+
+async def open_bucket(
+    js: JetStreamContext, name: str, *, watch_idle: timedelta = WATCH_IDLE
+) -> NatsKeyValue | None:
+    """Bind an existing bucket; None when there is no bucket of that name."""
+    with translated(f"bind KV bucket {name}"):
+        try:
+            bucket = await js.key_value(name)
+        except BucketNotFoundError:
+            return None
+        config = (await bucket.status()).stream_info.config
+    if config.name is None:
+        raise BackendError(f"bind KV bucket {name}: stream info without a name")
+    return NatsKeyValue(
+        bucket=bucket,
+        js=js,
+        name=name,
+        stream=config.name,
+        direct=bool(config.allow_direct),
+        watch_idle=watch_idle,
+    )
+
+
+@attrs.define
+class NatsBuckets:
+    """The engine's optional buckets, bound on first use and then kept (B18).
+
+    A missing bucket reads as None for `recheck_after`, then is looked up again, so one
+    created after start-up is picked up without a restart. Mutable on purpose: it caches.
+    """
+
+    js: JetStreamContext
+    recheck_after: timedelta = attrs.field(default=MISSING_BUCKET_RECHECK, kw_only=True)
+    _bound: dict[str, NatsKeyValue] = attrs.field(init=False, factory=dict)
+    _missing_until: dict[str, float] = attrs.field(init=False, factory=dict)
+
+    async def checkpoints(self) -> NatsKeyValue | None:
+        return await self._bucket(CHECKPOINTS_BUCKET)
+
+    async def signals(self) -> NatsKeyValue | None:
+        return await self._bucket(SIGNALS_BUCKET)
+
+    async def workers(self) -> NatsKeyValue | None:
+        return await self._bucket(WORKERS_BUCKET)
+
+    async def _bucket(self, name: str) -> NatsKeyValue | None:
+        if name in self._bound:
+            return self._bound[name]
+        if time.monotonic() < self._missing_until.get(name, float("-inf")):
+            return None
+        bound = await open_bucket(self.js, name)
+        if bound is None:
+            self._missing_until[name] = time.monotonic() + self.recheck_after.total_seconds()
+        else:
+            self._bound[name] = bound
+        return bound
+
+
+async def provision_buckets(js: JetStreamContext) -> None:
+    """Create the engine's buckets that are absent, configured as DagNats does; an existing
+    bucket is left exactly as it is."""
+    # Direct gets, as the Go client sets on every bucket it creates.
+    await _create_if_absent(
+        js, KeyValueConfig(bucket=WORKERS_BUCKET, ttl=WORKERS_TTL.total_seconds(), direct=True)
+    )
+    await _create_if_absent(js, KeyValueConfig(bucket=CHECKPOINTS_BUCKET, direct=True))
+    await _create_if_absent(js, KeyValueConfig(bucket=SIGNALS_BUCKET, direct=True))
+
+
+async def ensure_leases_bucket(js: JetStreamContext, ttl: timedelta) -> None:
+    """Create the bridge's lease bucket when absent (always, with or without provisioning).
+
+    `ttl` only collects garbage: a lease's own deadline decides when it expires.
+    """
+    # No direct gets: any replica may answer one, possibly stale, and a lease must be
+    # read back as written.
+    await _create_if_absent(
+        js, KeyValueConfig(bucket=LEASES_BUCKET, ttl=ttl.total_seconds(), direct=False)
+    )
+
+
+async def _create_if_absent(js: JetStreamContext, config: KeyValueConfig) -> None:
+    with translated(f"provision KV bucket {config.bucket}"):
+        try:
+            await js.key_value(config.bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(config)
+            log.info("created KV bucket %s", config.bucket)

@@ -1,0 +1,117 @@
+"""Leases in the bridge's own KV bucket, so any bridge process, or a restarted one, can
+resolve a task another one handed out (B3)."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+from nats.js.client import JetStreamContext
+
+from adapters.codec import DecodeError, decode, encode
+from adapters.nats.kv import NatsKeyValue, open_bucket
+from adapters.wire import LEASES_BUCKET
+from domain.errors import BackendError, LeaseRevisionError
+from domain.models import KvEntry, Lease, TaskId
+from domain.ports import Clock
+
+_UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
+# A dot that would open an empty subject token: leading, trailing, or right after a dot.
+_EMPTY_TOKEN_DOT: Final = re.compile(r"^\.|\.\Z|(?<=\.)\.")
+
+
+def lease_key(task_id: TaskId) -> str:
+    """The task id as a KV key, reversibly: every byte outside the key alphabet (and `=`
+    itself, the escape) is written `=XX`, as are dots that would make an empty token.
+
+    Undo with `urllib.parse.unquote(key.replace("=", "%"))`.
+    """
+    escaped = _UNSAFE.sub(lambda m: "".join(f"={byte:02X}" for byte in m[0].encode()), task_id)
+    return _EMPTY_TOKEN_DOT.sub("=2E", escaped)
+
+
+@attrs.define
+class NatsLeaseStore:
+    """LeaseStore on a JetStream KV bucket (`bridge_leases`, which must exist).
+
+    A lease is stored under `lease_key(task_id)` as the codec's JSON, and its `revision` is
+    the KV revision, so replace and delete are compare-and-set on the server. The lease's
+    own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
+    Mutable on purpose: it keeps the bucket once bound.
+    """
+
+    js: JetStreamContext
+    clock: Clock = attrs.field(kw_only=True)
+    bucket: str = attrs.field(default=LEASES_BUCKET, kw_only=True)
+    _kv: NatsKeyValue | None = attrs.field(init=False, default=None)
+
+    async def get(self, task_id: TaskId) -> Lease | None:
+        stored = await self._stored(task_id)
+        return stored if stored is not None and self._live(stored) else None
+
+    async def put(self, lease: Lease) -> Lease:
+        """Store a new current lease for the task, replacing any older one."""
+        kv = await self._bound()
+        revision = await kv.put(lease_key(lease.task_id), _encode(lease))
+        return attrs.evolve(lease, revision=revision)
+
+    async def replace(self, lease: Lease) -> Lease:
+        """Store `lease` only if the stored one is live, has its lease_id and its revision.
+
+        LeaseRevisionError otherwise, also when another write lands between the read and
+        the write (the server checks the revision).
+        """
+        current = await self.get(lease.task_id)
+        if (
+            current is None
+            or current.lease_id != lease.lease_id
+            or current.revision != lease.revision
+        ):
+            raise LeaseRevisionError(lease.task_id)
+        kv = await self._bound()
+        revision = await kv.update(lease_key(lease.task_id), _encode(lease), last=lease.revision)
+        if revision is None:
+            raise LeaseRevisionError(lease.task_id)
+        return attrs.evolve(lease, revision=revision)
+
+    async def delete(self, task_id: TaskId, lease_id: str) -> None:
+        """Forget the lease, live or expired, if it is still the task's current one."""
+        stored = await self._stored(task_id)
+        if stored is not None and stored.lease_id == lease_id:
+            kv = await self._bound()
+            # Refused when a newer lease was put since the read: that one must stay.
+            await kv.delete_at(lease_key(task_id), last=stored.revision)
+
+    async def count(self) -> int:
+        """Unexpired leases; reads the whole bucket (for metrics and tests)."""
+        kv = await self._bound()
+        return sum(1 for entry in await kv.entries() if self._live(_decode(entry)))
+
+    async def _stored(self, task_id: TaskId) -> Lease | None:
+        kv = await self._bound()
+        entry = await kv.get(lease_key(task_id))
+        return None if entry is None else _decode(entry)
+
+    def _live(self, lease: Lease) -> bool:
+        return lease.deadline > self.clock.now()
+
+    async def _bound(self) -> NatsKeyValue:
+        if self._kv is None:
+            self._kv = await open_bucket(self.js, self.bucket)
+        if self._kv is None:
+            raise BackendError(f"KV bucket {self.bucket} is missing (the bridge creates it)")
+        return self._kv
+
+
+def _encode(lease: Lease) -> bytes:
+    # The revision is the KV entry's, never part of the value.
+    return encode(attrs.evolve(lease, revision=0))
+
+
+def _decode(entry: KvEntry) -> Lease:
+    try:
+        lease = decode(entry.value, Lease)
+    except DecodeError as exc:
+        raise BackendError(f"unreadable lease under KV key {entry.key}: {exc}") from exc
+    return attrs.evolve(lease, revision=entry.revision)

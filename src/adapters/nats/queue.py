@@ -1,0 +1,207 @@
+"""TASK_QUEUES on JetStream: the work queue of task messages, one pull consumer per type."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import TypeVar
+
+import attrs
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+
+from adapters.nats.acks import settle
+from adapters.nats.consumers import TypeConsumers
+from adapters.nats.errors import translated
+from adapters.nats.jsapi import ACK, DEFAULT_ACK_WAIT_S, IN_PROGRESS, TERM, nak_body
+from adapters.nats.pulls import TypePuller
+from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
+from domain.errors import DomainError
+from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
+
+T = TypeVar("T")
+
+JETSTREAM_HEADER_PREFIX = "Nats-"
+
+
+@attrs.define
+class _Arrivals:
+    """Wakes every waiter taken before the next `notify`. Mutable on purpose: the generation."""
+
+    _event: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
+
+    def waiter(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+@attrs.define
+class NatsTaskQueue:
+    """TaskQueue and TaskPublisher over the JetStream work-queue stream `stream`.
+
+    Each task type gets the durable consumer of PROTOCOL.md 4.1 on first use (adopted when it
+    exists, created with `consumer_ack_wait` when absent) and a `TypePuller`, kept for the
+    life of the queue; a pull that JetStream answers with a fault (a deleted consumer) forgets
+    both, so the next call looks the consumer up again.
+
+    * `fetch` hands out messages already pulled for the type, then pulls with no wait for the
+      rest of `max_messages`, never more; with nothing to hand out and time left, it waits as
+      `wait_ready` does and tries again. (nats-py's `PullSubscription.fetch` does not fit: for
+      a batch above one its lingering request waits for the full batch or the timeout, and it
+      refuses a zero timeout.)
+    * `wait_ready` keeps one waiting request of one message outstanding per type (shared by
+      all waiters of the type); JetStream answers it as soon as a message becomes
+      deliverable, the message is buffered for the next `fetch`, and the waiters wake. A
+      message that nobody fetches within seconds is NAKed without delay (see `pulls`), which
+      counts as a delivery: that is the price of waking at once on several types.
+    * Deliveries carry the message's reply subject as their handle, so any connection can
+      settle them; ack, nak, in_progress and term return once JetStream has applied them.
+      Their headers are the message's own, without JetStream's `Nats-*` ones.
+
+    Call `close` before closing the connection: it NAKs messages pulled but not handed out.
+    Mutable on purpose: it holds the per-type consumers and pullers.
+    """
+
+    _nc: NatsClient
+    _js: JetStreamContext
+    encode: Callable[[TaskPayload], bytes]
+    decode: Callable[[bytes], TaskPayload]
+    stream: str = attrs.field(default=TASK_STREAM, kw_only=True)
+    consumer_ack_wait: timedelta = attrs.field(default=CONSUMER_ACK_WAIT, kw_only=True)
+    _consumers: TypeConsumers = attrs.field(init=False)
+    _pullers: dict[TaskType, TypePuller] = attrs.field(init=False, factory=dict)
+    _adopting: asyncio.Lock = attrs.field(init=False, factory=asyncio.Lock)
+    _arrivals: _Arrivals = attrs.field(init=False, factory=_Arrivals)
+
+    @_consumers.default
+    def _type_consumers(self) -> TypeConsumers:
+        return TypeConsumers(self._nc, self._js, self.stream, self.consumer_ack_wait)
+
+    async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
+        await self.publish_raw(task_type, self.encode(task), run_id=task.run_id, msg_id=msg_id)
+
+    async def publish_raw(
+        self,
+        task_type: TaskType,
+        payload: bytes,
+        *,
+        run_id: RunId,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish any body on `task.<type>.<run_id>` and await the PubAck.
+
+        A msg-id JetStream saw within the stream's duplicate window is dropped silently; an
+        empty msg-id is never a duplicate.
+        """
+        subject = task_subject(task_type, run_id)
+        outgoing = {**(headers or {}), **({MSG_ID_HEADER: msg_id} if msg_id else {})}
+        with translated(f"publish task on {subject}"):
+            await self._js.publish(subject, payload, stream=self.stream, headers=outgoing)
+
+    async def fetch(
+        self, task_type: TaskType, max_messages: int, timeout: timedelta
+    ) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        while True:
+            puller = await self._puller(task_type)
+            messages = await self._guarded(puller, puller.pull(max_messages))
+            if messages or loop.time() >= deadline:
+                return [self._delivery(task_type, puller, m) for m in messages]
+            await self.wait_ready([task_type], timedelta(seconds=deadline - loop.time()))
+
+    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        pullers = [await self._puller(t) for t in task_types]
+        while not any(p.holding for p in pullers):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            # Taken before the requests go out, so an answer to them cannot be missed.
+            arrival = self._arrivals.waiter()
+            for puller in pullers:
+                await self._guarded(puller, puller.keep_waiting(left))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await arrival.wait()
+
+    async def ack(self, handle: DeliveryHandle) -> None:
+        await settle(self._nc, handle, ACK, "ack message")
+
+    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
+        await settle(self._nc, handle, nak_body(delay), "nak with delay")
+
+    async def in_progress(self, handle: DeliveryHandle) -> None:
+        await settle(self._nc, handle, IN_PROGRESS, "in-progress")
+
+    async def term(self, handle: DeliveryHandle) -> None:
+        # The work-queue stream drops a termed message as it drops an acked one.
+        await settle(self._nc, handle, TERM, "term message")
+
+    async def close(self) -> None:
+        """Stop pulling and NAK, without delay, whatever was pulled but not handed out."""
+        pullers, self._pullers = list(self._pullers.values()), {}
+        for puller in pullers:
+            await puller.close()
+
+    async def _puller(self, task_type: TaskType) -> TypePuller:
+        """The type's puller, adopting or creating its consumer on first use."""
+        if (known := self._pullers.get(task_type)) is not None:
+            return known
+        async with self._adopting:
+            if (known := self._pullers.get(task_type)) is not None:
+                return known
+            info = await self._consumers.ensure(task_type)
+            puller = TypePuller(
+                self._nc,
+                self.stream,
+                info.name,
+                timedelta(seconds=info.config.ack_wait or DEFAULT_ACK_WAIT_S),
+                self._arrivals.notify,
+            )
+            await puller.start()
+            self._pullers[task_type] = puller
+            return puller
+
+    async def _guarded(self, puller: TypePuller, call: Awaitable[T]) -> T:
+        """Await `call`; once JetStream answered a pull with a fault, forget the puller.
+
+        Its consumer may have been deleted or replaced: the next call looks it up again.
+        """
+        try:
+            return await call
+        except DomainError:
+            if puller.faulted:
+                for task_type, known in list(self._pullers.items()):
+                    if known is puller:
+                        del self._pullers[task_type]
+                await puller.close()
+            raise
+
+    def _delivery(self, task_type: TaskType, puller: TypePuller, msg: Msg) -> Delivery:
+        try:
+            task, problem = self.decode(msg.data), ""
+        except Exception as exc:
+            # Whatever the codec rejects is a malformed task; the poll consumes and logs it.
+            task, problem = None, str(exc) or type(exc).__name__
+        return Delivery(
+            handle=DeliveryHandle(msg.reply),
+            task_type=task_type,
+            delivery_count=msg.metadata.num_delivered,
+            ack_wait=puller.ack_wait,
+            task=task,
+            problem=problem,
+            headers={
+                key: value
+                for key, value in (msg.headers or {}).items()
+                if not key.startswith(JETSTREAM_HEADER_PREFIX)
+            },
+        )

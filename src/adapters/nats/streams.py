@@ -1,0 +1,22 @@
+"""Stream chunks: core NATS, not JetStream, on `stream.<run_id>.<step_id>` (PROTOCOL.md 1.5)."""
+
+from __future__ import annotations
+
+import attrs
+from nats.aio.client import Client as NatsClient
+
+from adapters.nats.errors import translated
+from adapters.wire import stream_subject
+from domain.models import RawJson, RunId, StepId
+
+
+@attrs.frozen
+class NatsStreams:
+    """StreamPublisher: at-most-once to whoever subscribes now; nothing is stored."""
+
+    _nc: NatsClient
+
+    async def publish(self, run_id: RunId, step_id: StepId, data: RawJson) -> None:
+        subject = stream_subject(run_id, step_id)
+        with translated(f"publish stream chunk on {subject}"):
+            await self._nc.publish(subject, data)

@@ -1,0 +1,250 @@
+"""The bridge on real NATS, as operators run it: wire facts, replicas, crashes, NATS restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from app.embedded import EmbeddedNats, accepts_connections
+from tests.integration.conftest import BridgeProcess, start_bridge
+
+pytestmark = pytest.mark.integration
+
+CONDITION_TIMEOUT_S = 10.0
+
+
+def eventually(condition: Callable[[], bool], timeout: float = CONDITION_TIMEOUT_S) -> bool:
+    """Wait for a state another process reaches on its own (no event to await across it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def on_nats(tmp_path: Path, url: str, **env: str) -> BridgeProcess:
+    return start_bridge(tmp_path, "--nats-url", url, "--provision", "--simulator", **env)
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[BridgeProcess]:
+    process = on_nats(tmp_path, nats_server.url, DAGNATS_BRIDGE_HEARTBEAT_INTERVAL_MS="200")
+    yield process
+    if process.process.poll() is None:
+        process.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def enqueue(url: str, task_type: str, run_id: str, **fields: Any) -> None:
+    body = {"task_type": task_type, "run_id": run_id, **fields}
+    response = httpx.post(f"{url}/v1/sim/tasks", json=body)
+    assert response.status_code == 201, response.text
+
+
+def poll(url: str, task_type: str, timeout_ms: int = 5_000) -> list[dict[str, Any]]:
+    body = {"task_types": [task_type], "timeout_ms": timeout_ms}
+    response = httpx.post(f"{url}/v1/tasks/poll", json=body, timeout=timeout_ms / 1000 + 5)
+    assert response.status_code == 200, response.text
+    tasks: list[dict[str, Any]] = response.json()
+    return tasks
+
+
+def resolve(url: str, task_id: str, **body: Any) -> httpx.Response:
+    return httpx.post(f"{url}/v1/tasks/{task_id}/resolve", json=body, timeout=15)
+
+
+def events(url: str, run_id: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = httpx.get(f"{url}/v1/sim/runs/{run_id}/events").json()
+    return listed
+
+
+def test_the_embedded_default_serves_a_whole_task_and_stops_its_nats_server(
+    tmp_path: Path,
+) -> None:
+    bridge = start_bridge(tmp_path, "--data-dir", str(tmp_path / "data"))
+    task_type, run_id = unique("t"), unique("r")
+
+    enqueue(bridge.url, task_type, run_id, input={"n": 1})
+    (task,) = poll(bridge.url, task_type)
+    done = resolve(bridge.url, task["task_id"], action="complete", output={"ok": True})
+    history = events(bridge.url, run_id)
+    log_before_stop = bridge.log.read_text()
+    bridge.stop()
+
+    assert done.status_code == 200
+    assert [(e["type"], e.get("attempt_number")) for e in history] == [
+        ("step.started", 1),
+        ("step.completed", 1),
+    ]
+    assert history[1]["payload"] == {"ok": True}
+    nats_url = log_before_stop.split("backend nats at ", 1)[1].split(",", 1)[0]
+    assert nats_url.startswith("nats://127.0.0.1:")
+    port = int(nats_url.rsplit(":", 1)[1])
+    assert eventually(lambda: not accepts_connections("127.0.0.1", port))
+
+
+def test_a_task_polled_through_one_bridge_is_resolved_through_another(
+    tmp_path: Path, nats_server: EmbeddedNats, bridge: BridgeProcess
+) -> None:
+    other = on_nats(tmp_path, nats_server.url)
+    task_type, run_id = unique("t"), unique("r")
+    try:
+        enqueue(bridge.url, task_type, run_id)
+        (task,) = poll(bridge.url, task_type)
+        heartbeat = resolve(other.url, task["task_id"], action="heartbeat")
+        done = resolve(other.url, task["task_id"], action="complete", lease_id=task["lease_id"])
+        replay = resolve(bridge.url, task["task_id"], action="complete")
+    finally:
+        other.stop()
+
+    assert (heartbeat.status_code, done.status_code, replay.status_code) == (200, 200, 200)
+    assert replay.headers["x-dagnats-replayed"] == "true"
+    assert [e["type"] for e in events(bridge.url, run_id)] == ["step.started", "step.completed"]
+    assert poll(bridge.url, task_type, timeout_ms=200) == []
+
+
+def test_a_bridge_killed_and_restarted_still_resolves_the_task_it_handed_out(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    first = on_nats(tmp_path, nats_server.url)
+    task_type, run_id = unique("t"), unique("r")
+    enqueue(first.url, task_type, run_id)
+    (task,) = poll(first.url, task_type)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+
+    second = on_nats(tmp_path, nats_server.url)
+    try:
+        done = resolve(second.url, task["task_id"], action="fail", error="boom")
+        history = events(second.url, run_id)
+    finally:
+        second.stop()
+
+    assert done.status_code == 200
+    assert history[-1]["type"] == "step.failed"
+    assert history[-1]["payload"] == {"error": "boom", "failure_type": "retriable"}
+
+
+async def test_checkpoints_and_signals_are_stored_byte_exact_under_the_engine_keys(
+    bridge: BridgeProcess, nats_client: NatsClient
+) -> None:
+    task_type, run_id = unique("t"), unique("r")
+    enqueue(bridge.url, task_type, run_id)
+    (task,) = poll(bridge.url, task_type)
+    resolve_url = f"{bridge.url}/v1/tasks/{task['task_id']}/resolve"
+    signal_body = {"action": "send_signal", "run_id": run_id, "name": "go", "data": "abc"}
+
+    async with httpx.AsyncClient() as http:
+        for body in (b'{"action":"checkpoint","data":{"progress": 50}}', json.dumps(signal_body)):
+            assert (await http.post(resolve_url, content=body)).status_code == 200
+    js = nats_client.jetstream()
+    checkpoint = await (await js.key_value("checkpoints")).get(task["task_id"])
+    signal_value = await (await js.key_value("signals")).get(f"{run_id}.go")
+    waited = resolve(bridge.url, task["task_id"], action="wait_signal", name="go", timeout_ms=1000)
+
+    assert checkpoint.value == b'{"progress": 50}'
+    assert signal_value.value == b'"abc"'
+    assert waited.content == b'"abc"'
+
+
+async def test_stream_chunks_go_out_on_core_nats(
+    bridge: BridgeProcess, nats_client: NatsClient
+) -> None:
+    task_type, run_id = unique("t"), unique("r")
+    enqueue(bridge.url, task_type, run_id, step_id="s1")
+    (task,) = poll(bridge.url, task_type)
+    subscription = await nats_client.subscribe(f"stream.{run_id}.s1")
+    await nats_client.flush()
+
+    response = resolve(bridge.url, task["task_id"], action="stream", data={"tok": "hi"})
+    message = await subscription.next_msg(timeout=5)
+
+    assert response.status_code == 200
+    assert json.loads(message.data) == {"tok": "hi"}
+
+
+async def test_the_workers_entry_is_the_native_json_and_is_deleted_on_disconnect(
+    bridge: BridgeProcess, nats_client: NatsClient
+) -> None:
+    worker_id = unique("w")
+    workers = await nats_client.jetstream().key_value("workers")
+    body = {"worker_id": worker_id, "task_types": ["a.b"], "max_tasks": 4}
+
+    with httpx.stream("POST", f"{bridge.url}/v1/workers/connect", json=body) as stream:
+        lines = stream.iter_lines()
+        next(lines)
+        stored = (await workers.get(worker_id)).value
+        entry = json.loads(stored or b"null")
+
+    assert {k: v for k, v in entry.items() if k != "last_seen"} == {
+        "worker_id": worker_id,
+        "task_types": ["a.b"],
+        "language": "http",
+        "transport": "bridge",
+        "max_tasks": 4,
+    }
+    assert entry["last_seen"].endswith("Z")
+
+    async def gone() -> bool:
+        try:
+            await workers.get(worker_id)
+        except nats.js.errors.KeyNotFoundError:
+            return True
+        return False
+
+    deadline = time.monotonic() + CONDITION_TIMEOUT_S
+    while not await gone() and time.monotonic() < deadline:
+        await nats_client.flush()
+    assert await gone()
+
+
+def test_while_nats_is_away_the_bridge_answers_503_and_resumes_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    bridge = on_nats(tmp_path, server.url)
+    task_type = unique("t")
+    try:
+        poll(bridge.url, task_type, timeout_ms=10)
+        server.stop()
+
+        started = time.monotonic()
+        away = httpx.post(
+            f"{bridge.url}/v1/tasks/poll",
+            json={"task_types": [task_type], "timeout_ms": 2_000},
+            timeout=30,
+        )
+        took = time.monotonic() - started
+        ready_while_away = httpx.get(f"{bridge.url}/readyz")
+
+        server = EmbeddedNats(tmp_path / "nats", port=server.port)
+        server.start()
+        back = eventually(lambda: httpx.get(f"{bridge.url}/readyz").status_code == 200)
+        run_id = unique("r")
+        enqueue(bridge.url, task_type, run_id)
+        tasks = poll(bridge.url, task_type)
+    finally:
+        bridge.stop()
+        server.stop()
+
+    assert away.status_code == 503, away.text
+    assert away.headers["retry-after"]
+    assert took < 2 + 5
+    assert ready_while_away.status_code == 503
+    assert back
+    assert [t["run_id"] for t in tasks] == [run_id]

@@ -1,0 +1,387 @@
+"""NatsKeyValue, NatsBuckets and bucket provisioning against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig
+from nats.js.client import JetStreamContext
+from nats.js.kv import KV_OP
+
+from adapters.nats.kv import NatsBuckets, NatsKeyValue, ensure_leases_bucket, provision_buckets
+from adapters.wire import (
+    CHECKPOINTS_BUCKET,
+    LEASES_BUCKET,
+    SIGNALS_BUCKET,
+    WORKERS_TTL,
+)
+from app.embedded import EmbeddedNats
+from domain.errors import InvalidRequestError
+from domain.models import KvEntry
+from domain.ports import KeyValueBuckets
+from tests.integration.kv_helpers import consumer_count, fresh_bucket, until
+
+pytestmark = pytest.mark.integration
+
+LONG = timedelta(seconds=10)
+"""A wait the test ends long before, by a put."""
+SHORT = timedelta(milliseconds=200)
+
+
+@pytest.fixture
+async def js(nats_client: NatsClient) -> JetStreamContext:
+    return nats_client.jetstream()
+
+
+@pytest.fixture
+async def kv(js: JetStreamContext) -> AsyncIterator[NatsKeyValue]:
+    async with fresh_bucket(js, watch_idle=timedelta(milliseconds=500)) as bucket:
+        yield bucket
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A server of this test's own, for the buckets whose names are fixed."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_js(own_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(own_server.url)
+    yield client.jetstream()
+    await client.drain()
+
+
+async def watching(kv: NatsKeyValue, key: str, timeout: timedelta) -> asyncio.Task[KvEntry | None]:
+    """A wait_for_value under way, once its watch is open on the server."""
+    waiter = asyncio.create_task(kv.wait_for_value(key, timeout))
+
+    async def watch_open() -> bool:
+        return await consumer_count(kv) == 1
+
+    await until(watch_open)
+    return waiter
+
+
+# --- get, put, delete, keys ------------------------------------------------------------------
+
+
+async def test_a_put_reads_back_with_its_revision_and_time(kv: NatsKeyValue) -> None:
+    before = datetime.now(UTC)
+
+    revision = await kv.put("run-1.step-1", b'{"ok":true}')
+    entry = await kv.get("run-1.step-1")
+
+    assert entry is not None
+    assert (entry.key, entry.value, entry.revision) == ("run-1.step-1", b'{"ok":true}', revision)
+    assert before - timedelta(seconds=1) <= entry.created <= datetime.now(UTC)
+
+
+async def test_revisions_are_per_bucket_and_a_delete_consumes_one(kv: NatsKeyValue) -> None:
+    first = await kv.put("a", b"1")
+    second = await kv.put("b", b"2")
+    await kv.delete("a")
+    after_delete = await kv.put("a", b"3")
+
+    assert (first, second, after_delete) == (1, 2, 4)
+
+
+async def test_an_absent_key_reads_as_none(kv: NatsKeyValue) -> None:
+    assert await kv.get("never") is None
+
+
+@pytest.mark.parametrize("value", [b'{"progress": 50}', b'"abc"', b"", b"\x00\xff"])
+async def test_values_are_stored_byte_exact(kv: NatsKeyValue, value: bytes) -> None:
+    await kv.put("run-1.step-1", value)
+
+    entry = await kv.get("run-1.step-1")
+
+    assert entry is not None
+    assert entry.value == value
+
+
+async def test_a_delete_leaves_a_marker_and_the_key_reads_as_absent(kv: NatsKeyValue) -> None:
+    await kv.put("a", b"1")
+    await kv.put("b", b"2")
+
+    await kv.delete("a")
+    marker = await kv.js.get_last_msg(kv.stream, f"$KV.{kv.name}.a")
+
+    assert await kv.get("a") is None
+    assert await kv.keys() == ["b"]
+    assert marker.headers is not None
+    assert marker.headers[KV_OP] == "DEL"
+
+
+async def test_a_purged_key_reads_as_absent(kv: NatsKeyValue) -> None:
+    await kv.put("a", b"1")
+
+    await kv.bucket.purge("a")
+
+    assert await kv.get("a") is None
+    assert await kv.keys() == []
+
+
+async def test_an_empty_bucket_has_no_keys(kv: NatsKeyValue) -> None:
+    assert await kv.keys() == []
+    assert await kv.entries() == []
+
+
+async def test_keys_and_entries_list_the_keys_holding_a_value(kv: NatsKeyValue) -> None:
+    await kv.put("a", b"1")
+    await kv.put("b", b"2")
+    await kv.put("a", b"3")
+    await kv.put("c", b"4")
+    await kv.delete("c")
+
+    keys = await kv.keys()
+    entries = await kv.entries()
+
+    assert sorted(keys) == ["a", "b"]
+    assert sorted((e.key, e.value, e.revision) for e in entries) == [("a", b"3", 3), ("b", b"2", 2)]
+
+
+async def test_an_entry_reads_as_absent_once_the_bucket_ttl_has_passed(
+    js: JetStreamContext,
+) -> None:
+    async with fresh_bucket(js, ttl=timedelta(seconds=1)) as kv:
+        await kv.put("w1", b"{}")
+        fresh = await kv.get("w1")
+
+        async def expired() -> bool:
+            return await kv.get("w1") is None
+
+        await until(expired, within_s=3)
+
+    assert fresh is not None
+
+
+@pytest.mark.parametrize("key", ["", ".a", "a.", "a..b", "a b", "a.*", "a.>", "é"])
+async def test_a_key_outside_the_kv_alphabet_is_a_client_mistake(
+    kv: NatsKeyValue, key: str
+) -> None:
+    with pytest.raises(InvalidRequestError):
+        await kv.get(key)
+    with pytest.raises(InvalidRequestError):
+        await kv.put(key, b"1")
+    with pytest.raises(InvalidRequestError):
+        await kv.delete(key)
+    with pytest.raises(InvalidRequestError):
+        await kv.wait_for_value(key, SHORT)
+
+
+# --- compare-and-set -------------------------------------------------------------------------
+
+
+async def test_update_writes_only_over_the_latest_revision(kv: NatsKeyValue) -> None:
+    created = await kv.update("k", b"1", last=0)
+    assert created is not None
+
+    stale = await kv.update("k", b"2", last=0)
+    updated = await kv.update("k", b"3", last=created)
+
+    entry = await kv.get("k")
+    assert stale is None
+    assert updated is not None
+    assert entry is not None
+    assert (entry.value, entry.revision) == (b"3", updated)
+
+
+async def test_a_delete_marker_is_a_revision_that_update_must_name(kv: NatsKeyValue) -> None:
+    revision = await kv.put("k", b"1")
+    await kv.delete("k")
+
+    assert await kv.update("k", b"2", last=0) is None
+    assert await kv.update("k", b"2", last=revision) is None
+    assert await kv.update("k", b"2", last=revision + 1) == revision + 2
+
+
+async def test_delete_at_deletes_only_the_named_revision(kv: NatsKeyValue) -> None:
+    old = await kv.put("k", b"1")
+    new = await kv.put("k", b"2")
+
+    refused = await kv.delete_at("k", last=old)
+    kept = await kv.get("k")
+    accepted = await kv.delete_at("k", last=new)
+
+    assert (refused, accepted) == (False, True)
+    assert kept is not None
+    assert kept.value == b"2"
+    assert await kv.get("k") is None
+
+
+# --- wait_for_value --------------------------------------------------------------------------
+
+
+async def test_wait_for_value_returns_the_current_value_at_once(kv: NatsKeyValue) -> None:
+    revision = await kv.put("run-1.go", b'"now"')
+
+    waited = await kv.wait_for_value("run-1.go", LONG)
+    immediate = await kv.wait_for_value("run-1.go", timedelta(0))
+
+    assert waited is not None
+    assert immediate == waited
+    assert (waited.value, waited.revision) == (b'"now"', revision)
+
+
+async def test_wait_for_value_wakes_on_a_put(kv: NatsKeyValue) -> None:
+    waiter = await watching(kv, "run-1.go", LONG)
+
+    revision = await kv.put("run-1.go", b'{"go":1}')
+    entry = await waiter
+
+    assert entry is not None
+    assert (entry.key, entry.value, entry.revision) == ("run-1.go", b'{"go":1}', revision)
+
+
+async def test_wait_for_value_ignores_other_keys_deletes_and_purges(kv: NatsKeyValue) -> None:
+    await kv.put("run-1.go", b"old")
+    await kv.delete("run-1.go")
+    waiter = await watching(kv, "run-1.go", LONG)
+
+    await kv.put("run-1.other", b"not this key")
+    await kv.delete("run-1.go")
+    await kv.bucket.purge("run-1.go")
+    revision = await kv.put("run-1.go", b"new")
+    entry = await waiter
+
+    assert entry is not None
+    assert (entry.value, entry.revision) == (b"new", revision)
+
+
+async def test_wait_for_value_times_out_on_a_deleted_key(kv: NatsKeyValue) -> None:
+    await kv.put("run-1.go", b"old")
+    await kv.delete("run-1.go")
+    started = time.monotonic()
+
+    entry = await kv.wait_for_value("run-1.go", SHORT)
+
+    assert entry is None
+    assert time.monotonic() - started >= SHORT.total_seconds()
+
+
+async def test_wait_for_value_with_no_time_left_answers_absent_at_once(kv: NatsKeyValue) -> None:
+    assert await kv.wait_for_value("run-1.go", timedelta(0)) is None
+    assert await consumer_count(kv) == 0
+
+
+async def test_the_watch_is_stopped_after_a_timeout_and_after_a_value(kv: NatsKeyValue) -> None:
+    async def no_consumers() -> bool:
+        return await consumer_count(kv) == 0
+
+    timed_out = await kv.wait_for_value("run-1.go", SHORT)
+    await until(no_consumers)
+    waiter = await watching(kv, "run-1.go", LONG)
+    await kv.put("run-1.go", b"1")
+    await waiter
+    await until(no_consumers)
+
+    assert timed_out is None
+
+
+async def test_a_cancelled_wait_stops_its_watch(kv: NatsKeyValue) -> None:
+    async def no_consumers() -> bool:
+        return await consumer_count(kv) == 0
+
+    waiter = await watching(kv, "run-1.go", LONG)
+
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await until(no_consumers)
+
+
+# --- NatsBuckets and provisioning ------------------------------------------------------------
+
+
+async def test_a_missing_bucket_reads_as_none_until_it_is_created(
+    own_js: JetStreamContext,
+) -> None:
+    buckets = NatsBuckets(own_js, recheck_after=timedelta(0))
+    before = await buckets.signals()
+
+    await own_js.create_key_value(KeyValueConfig(bucket=SIGNALS_BUCKET))
+    after = await buckets.signals()
+    again = await buckets.signals()
+
+    assert before is None
+    assert after is not None
+    assert again is after
+    assert after.name == SIGNALS_BUCKET
+
+
+async def test_a_missing_bucket_is_looked_up_again_only_after_a_while(
+    own_js: JetStreamContext,
+) -> None:
+    buckets = NatsBuckets(own_js, recheck_after=timedelta(minutes=1))
+    await buckets.checkpoints()
+
+    await own_js.create_key_value(KeyValueConfig(bucket=CHECKPOINTS_BUCKET))
+
+    assert await buckets.checkpoints() is None
+    assert await NatsBuckets(own_js).checkpoints() is not None
+
+
+async def test_provisioning_creates_the_engine_buckets_as_dagnats_does(
+    own_js: JetStreamContext,
+) -> None:
+    await provision_buckets(own_js)
+    buckets = NatsBuckets(own_js)
+
+    for bound, ttl in [
+        (await buckets.workers(), WORKERS_TTL.total_seconds()),
+        (await buckets.checkpoints(), 0),  # no TTL
+        (await buckets.signals(), 0),
+    ]:
+        assert bound is not None
+        status = await bound.bucket.status()
+        assert (status.ttl, status.history, bound.direct) == (ttl, 1, True)
+
+
+async def test_provisioning_leaves_an_existing_bucket_unchanged(
+    own_js: JetStreamContext,
+) -> None:
+    existing = KeyValueConfig(bucket=CHECKPOINTS_BUCKET, ttl=3600, history=5, description="ours")
+    kept = await own_js.create_key_value(existing)
+    await kept.put("run-1.step-1", b"{}")
+
+    await provision_buckets(own_js)
+    await provision_buckets(own_js)
+    status = await (await own_js.key_value(CHECKPOINTS_BUCKET)).status()
+
+    assert (status.ttl, status.history, status.values) == (3600, 5, 1)
+    assert status.stream_info.config.description == "ours"
+
+
+async def test_the_lease_bucket_is_created_once_with_its_ttl(own_js: JetStreamContext) -> None:
+    await ensure_leases_bucket(own_js, timedelta(hours=1))
+    await ensure_leases_bucket(own_js, timedelta(hours=2))
+
+    status = await (await own_js.key_value(LEASES_BUCKET)).status()
+
+    assert status.ttl == 3600
+    assert not status.stream_info.config.allow_direct
+
+
+async def test_values_put_through_the_engine_buckets_are_the_engines(
+    own_js: JetStreamContext,
+) -> None:
+    await provision_buckets(own_js)
+    buckets: KeyValueBuckets = NatsBuckets(own_js)
+    signals = await buckets.signals()
+    assert signals is not None
+
+    await signals.put("run-1.approve", b'"abc"')
+    raw = await (await own_js.key_value(SIGNALS_BUCKET)).get("run-1.approve")
+
+    assert raw.value == b'"abc"'

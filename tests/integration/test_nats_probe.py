@@ -1,0 +1,81 @@
+"""NatsProbe: ready only while connected and JetStream answers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from adapters.nats.probe import NatsProbe
+from app.embedded import EmbeddedNats
+from domain.errors import BackendUnavailableError
+from domain.ports import BackendProbe
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_connected_client_with_jetstream_is_ready(nats_client: NatsClient) -> None:
+    probe: BackendProbe = NatsProbe(nats_client, nats_client.jetstream())
+
+    await probe.check()
+
+
+async def test_a_closed_client_is_not_ready(nats_server: EmbeddedNats) -> None:
+    client = await nats.connect(nats_server.url)
+    await client.close()
+
+    with pytest.raises(BackendUnavailableError, match="not connected"):
+        await NatsProbe(client, client.jetstream()).check()
+
+
+async def test_a_client_whose_server_is_gone_is_not_ready(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    gone = asyncio.Event()
+
+    async def disconnected() -> None:
+        gone.set()
+
+    client = await nats.connect(server.url, disconnected_cb=disconnected, reconnect_time_wait=0.1)
+    probe = NatsProbe(client, client.jetstream())
+    await probe.check()
+    server.kill()
+    await gone.wait()
+
+    try:
+        with pytest.raises(BackendUnavailableError):
+            await probe.check()
+    finally:
+        await client.close()
+
+
+async def test_a_jetstream_nobody_serves_is_not_ready(nats_client: NatsClient) -> None:
+    unserved = nats_client.jetstream(prefix="$NOBODY.API")
+
+    with pytest.raises(BackendUnavailableError, match="did not answer"):
+        await NatsProbe(nats_client, unserved).check()
+
+
+async def test_a_jetstream_that_does_not_answer_in_time_is_not_ready(
+    nats_client: NatsClient,
+) -> None:
+    async def never_answer(_: Msg) -> None:
+        """Take the request, so it has a responder, and let it time out."""
+
+    silent = await nats_client.subscribe("$SILENT.API.INFO", cb=never_answer)
+    probe = NatsProbe(
+        nats_client,
+        nats_client.jetstream(prefix="$SILENT.API"),
+        timeout=timedelta(milliseconds=100),
+    )
+
+    try:
+        with pytest.raises(BackendUnavailableError, match="TimeoutError"):
+            await probe.check()
+    finally:
+        await silent.unsubscribe()
