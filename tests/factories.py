@@ -18,6 +18,15 @@ from adapters.memory.streams import MemoryStreams
 from app.container import Container
 from app.settings import Backend, Settings
 from domain.models import PolledTask, TaskPayload, TaskType
+from domain.ports import (
+    Clock,
+    EventLog,
+    IdSource,
+    KeyValueBuckets,
+    LeaseStore,
+    StreamPublisher,
+    TaskQueue,
+)
 from domain.services.actions import ResolveRequest
 from domain.services.poll import PollCommand, PollService
 from domain.services.resolve import Resolution, ResolveService
@@ -30,8 +39,46 @@ def memory_container(**settings: Any) -> Container:
     return Container(settings=Settings(backend=Backend.MEMORY, **settings))
 
 
+class DrivesUseCases:
+    """Shortcuts over `poll` and `resolve`, for harnesses of any backend."""
+
+    poll: PollService
+    resolve: ResolveService
+
+    async def poll_now(self, *task_types: str, max_tasks: int = 1) -> list[PolledTask]:
+        return await self.poll(
+            PollCommand(
+                task_types=[TaskType(t) for t in task_types],
+                max_tasks=max_tasks,
+                timeout=timedelta(0),
+            )
+        )
+
+    async def resolve_action(self, task: PolledTask, action: str, **fields: Any) -> Resolution:
+        return await self.resolve(task.task_id, ResolveRequest(action=action, **fields))
+
+
+def use_cases(  # noqa: PLR0913 - one argument per port
+    *,
+    queue: TaskQueue,
+    events: EventLog,
+    leases: LeaseStore,
+    buckets: KeyValueBuckets,
+    streams: StreamPublisher,
+    clock: Clock,
+    ids: IdSource,
+) -> tuple[PollService, ResolveService]:
+    poll = PollService(
+        queue=queue, events=events, leases=leases, buckets=buckets, clock=clock, ids=ids
+    )
+    resolve = ResolveService(
+        queue=queue, events=events, leases=leases, buckets=buckets, streams=streams, clock=clock
+    )
+    return poll, resolve
+
+
 @attrs.define
-class Harness:
+class Harness(DrivesUseCases):
     """The use cases wired to the memory adapters on a manual clock."""
 
     clock: ManualClock = attrs.field(factory=ManualClock)
@@ -53,32 +100,13 @@ class Harness:
         )
         self.events = MemoryEventLog(self.clock)
         self.leases = MemoryLeaseStore(self.clock)
-        self.poll = PollService(
-            queue=self.queue,
-            events=self.events,
-            leases=self.leases,
-            buckets=self.buckets,
-            clock=self.clock,
-            ids=self.ids,
-        )
-        self.resolve = ResolveService(
+        self.poll, self.resolve = use_cases(
             queue=self.queue,
             events=self.events,
             leases=self.leases,
             buckets=self.buckets,
             streams=self.streams,
             clock=self.clock,
+            ids=self.ids,
         )
         self.enqueue = EnqueueTask(publisher=self.queue, ids=self.ids)
-
-    async def poll_now(self, *task_types: str, max_tasks: int = 1) -> list[PolledTask]:
-        return await self.poll(
-            PollCommand(
-                task_types=[TaskType(t) for t in task_types],
-                max_tasks=max_tasks,
-                timeout=timedelta(0),
-            )
-        )
-
-    async def resolve_action(self, task: PolledTask, action: str, **fields: Any) -> Resolution:
-        return await self.resolve(task.task_id, ResolveRequest(action=action, **fields))

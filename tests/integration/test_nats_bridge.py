@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -15,6 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from adapters.wire import consumer_name
 from app.embedded import EmbeddedNats, accepts_connections
 from tests.integration.conftest import BridgeProcess, start_bridge
 
@@ -248,3 +251,44 @@ def test_while_nats_is_away_the_bridge_answers_503_and_resumes_when_it_is_back(
     assert ready_while_away.status_code == 503
     assert back
     assert [t["run_id"] for t in tasks] == [run_id]
+
+
+async def test_a_poll_waiting_when_nats_goes_away_answers_within_its_budget(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    bridge = on_nats(tmp_path, server.url)
+    task_type = unique("t")
+    observer = await nats.connect(server.url)
+    try:
+        async with httpx.AsyncClient(base_url=bridge.url, timeout=30) as http:
+            body = {"task_types": [task_type], "timeout_ms": 3_000}
+            polling = asyncio.ensure_future(http.post("/v1/tasks/poll", json=body))
+            await _until_the_bridge_waits_on(observer, task_type)
+            await observer.close()
+            started = time.monotonic()
+            server.kill()
+
+            answer = await polling
+            took = time.monotonic() - started
+    finally:
+        bridge.stop()
+        server.stop()
+
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"]
+    assert took < 3 + 5
+
+
+async def _until_the_bridge_waits_on(observer: NatsClient, task_type: str) -> None:
+    """The bridge's long poll is a pull request the server holds: wait until it is there."""
+    js = observer.jetstream()
+    deadline = time.monotonic() + CONDITION_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            info = await js.consumer_info("TASK_QUEUES", consumer_name(task_type))
+            if info.num_waiting:
+                return
+        await observer.flush()
+    raise AssertionError("the bridge never waited on the task type")

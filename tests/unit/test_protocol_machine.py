@@ -41,10 +41,15 @@ class Held:
 
 
 class ProtocolMachine(RuleBasedStateMachine):
+    """The spec; a subclass runs it on another backend by giving its own `make_bridge`."""
+
+    task_type: TaskType = TASK_TYPE
+    run_prefix = "r"
+
     def __init__(self) -> None:
         super().__init__()
         self.runner = asyncio.Runner()
-        self.bridge = Harness()
+        self.bridge: Any = self.make_bridge()
         self.runs = 0
         self.held: list[Held] = []
         self.finished: set[str] = set()
@@ -52,8 +57,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.checkpoints: dict[str, bytes] = {}
         self.last_attempt: dict[str, int] = {}
 
+    def make_bridge(self) -> Any:
+        return Harness()
+
     def run(self, coroutine: Any) -> Any:
         return self.runner.run(coroutine)
+
+    def run_id(self, number: int) -> RunId:
+        return RunId(f"{self.run_prefix}{number}")
 
     def teardown(self) -> None:
         self.runner.close()
@@ -65,12 +76,14 @@ class ProtocolMachine(RuleBasedStateMachine):
     def enqueue(self) -> None:
         self.runs += 1
         self.run(
-            self.bridge.enqueue(EnqueueCommand(task_type=TASK_TYPE, run_id=RunId(f"r{self.runs}")))
+            self.bridge.enqueue(
+                EnqueueCommand(task_type=self.task_type, run_id=self.run_id(self.runs))
+            )
         )
 
     @rule(max_tasks=st.integers(min_value=1, max_value=4))
     def poll(self, max_tasks: int) -> None:
-        tasks = self.run(self.bridge.poll_now(TASK_TYPE, max_tasks=max_tasks))
+        tasks = self.run(self.bridge.poll_now(self.task_type, max_tasks=max_tasks))
 
         assert len(tasks) <= max_tasks
         for task in tasks:
@@ -174,7 +187,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     def terminal_events(self) -> Counter[tuple[str, str, int | None]]:
         counts: Counter[tuple[str, str, int | None]] = Counter()
         for run in range(1, self.runs + 1):
-            for event in self.run(self.bridge.events.read(RunId(f"r{run}"))):
+            for event in self.run(self.bridge.events.read(self.run_id(run))):
                 if event.type in TERMINAL_EVENTS:
                     counts[(event.run_id, event.type, event.attempt_number)] += 1
         return counts
@@ -185,17 +198,20 @@ class ProtocolMachine(RuleBasedStateMachine):
         for run in range(1, self.runs + 1):
             attempts = [
                 e.attempt_number
-                for e in self.run(self.bridge.events.read(RunId(f"r{run}")))
+                for e in self.run(self.bridge.events.read(self.run_id(run)))
                 if e.type in {STEP_COMPLETED, STEP_FAILED}
             ]
-            per_attempt.update((f"r{run}", a or 0) for a in attempts)
+            per_attempt.update((self.run_id(run), a or 0) for a in attempts)
         assert all(count == 1 for count in per_attempt.values())
 
     @invariant()
     def msg_ids_are_unique_per_event_and_attempt(self) -> None:
         for run in range(1, self.runs + 1):
-            ids = [o.msg_id for o in self.bridge.events.outbound(RunId(f"r{run}"))]
+            ids = self.msg_ids(self.run_id(run))
             assert len(ids) == len(set(ids))
+
+    def msg_ids(self, run_id: RunId) -> list[str]:
+        return [o.msg_id for o in self.bridge.events.outbound(run_id)]
 
 
 def test_the_protocol_holds_on_the_memory_backend() -> None:
