@@ -9,11 +9,13 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
+import nats.errors
 from dependency_injector import providers
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
+from nats.aio.client import Client as NatsClient
 
 from adapters.http.auth import BearerAuth
 from adapters.http.problems import EXCEPTION_HANDLERS
@@ -48,7 +50,7 @@ def from_container(provider: providers.Provider[T]) -> Provide:
     return Provide(dependency, sync_to_thread=False, use_cache=True)
 
 
-LEASE_BUCKET_MIN_TTL = timedelta(hours=1)
+LEASE_BUCKET_MIN_TTL = timedelta(hours=24)
 
 
 @asynccontextmanager
@@ -91,7 +93,16 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
             # Messages pulled ahead for waiting polls go back before the connection does.
             await container.queue().close()
     finally:
+        await _close(client)
+
+
+async def _close(client: NatsClient) -> None:
+    """Drain (let in-flight messages finish); while NATS is away that fails, so just close."""
+    try:
         await client.drain()
+    except nats.errors.Error as exc:
+        log.warning("NATS not drained (%s); closing", type(exc).__name__)
+        await client.close()
 
 
 def create_app(container: Container) -> Litestar:

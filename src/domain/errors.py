@@ -20,11 +20,17 @@ class TaskNotFoundError(DomainError):
         super().__init__("task not found")
 
 
+class CheckpointNotFoundError(DomainError):
+    def __init__(self) -> None:
+        super().__init__("no checkpoint saved for this task")
+
+
 class StaleLeaseError(DomainError):
     """The resolve names a lease that is no longer the task's current one."""
 
-    def __init__(self, sent: str, current: str) -> None:
-        super().__init__(f"lease {sent} is not current (the task's lease is {current})")
+    def __init__(self, sent: str) -> None:
+        # The current lease id is not told: a stale holder must not learn how to settle it.
+        super().__init__(f"lease {sent} is not the task's current lease")
 
 
 class AlreadySettledError(DomainError):
@@ -63,3 +69,7 @@ class LeaseRevisionError(DomainError):
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} was changed by a concurrent resolve")
+
+
+class PayloadTooLargeError(DomainError):
+    """What the request would publish exceeds what the broker accepts in one message."""

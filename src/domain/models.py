@@ -91,6 +91,8 @@ class Lease:
     tracestate: str | None = None
     state: LeaseState = LeaseState.ACTIVE
     terminal_action: str | None = None
+    recorded: bool = False
+    """The terminal action's event (a pause: its checkpoint) is stored; only the ack is left."""
     revision: int = 0
 
 

@@ -151,11 +151,17 @@ def validate_id_token(value: str, field: str) -> str:
     return value
 
 
+def is_kv_key(value: str) -> bool:
+    """NATS KV's alphabet, in dot-separated tokens none of which is empty."""
+    return _KV_KEY.fullmatch(value) is not None
+
+
 def validate_kv_key(value: str, field: str) -> str:
-    """A value the bridge stores under as a KV key (signal names, worker ids): NATS KV's
-    alphabet, dot-separated tokens with none empty."""
-    if not _KV_KEY.fullmatch(value):
+    """A value the bridge stores under as (part of) a KV key: signal names, worker ids."""
+    if not is_kv_key(value):
         raise InvalidRequestError(
-            f"invalid {field} {go_quote(value)}: use letters, digits and - / _ = . only", field
+            f"invalid {field} {go_quote(value)}: use letters, digits and - / _ = "
+            "in dot-separated parts, none of them empty",
+            field,
         )
     return value

@@ -292,3 +292,19 @@ async def _until_the_bridge_waits_on(observer: NatsClient, task_type: str) -> No
                 return
         await observer.flush()
     raise AssertionError("the bridge never waited on the task type")
+
+
+def test_an_output_too_large_for_nats_is_413_and_leaves_the_task_open(
+    bridge: BridgeProcess,
+) -> None:
+    task_type, run_id = unique("t"), unique("r")
+    enqueue(bridge.url, task_type, run_id)
+    (task,) = poll(bridge.url, task_type)
+    huge = "x" * (1_048_576 - 64)
+
+    too_large = resolve(bridge.url, task["task_id"], action="complete", output=huge)
+    completed = resolve(bridge.url, task["task_id"], action="complete", output="small")
+
+    assert too_large.status_code == 413, too_large.text
+    assert completed.status_code == 200
+    assert events(bridge.url, run_id)[-1]["payload"] == "small"

@@ -119,3 +119,17 @@ def test_with_a_token_v1_needs_it_and_the_log_never_shows_it(tmp_path: Path) -> 
     log = bridge.log.read_text()
     assert "auth on" in log
     assert token not in log
+
+
+def test_a_wait_signal_whose_client_left_stops_waiting(bridge: BridgeProcess) -> None:
+    with httpx.Client(base_url=bridge.url) as client:
+        client.post("/v1/sim/tasks", json={"task_type": "t", "run_id": "r1"})
+        (task,) = client.post("/v1/tasks/poll", json={"task_types": ["t"]}).json()
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(
+                f"/v1/tasks/{task['task_id']}/resolve",
+                json={"action": "wait_signal", "name": "never", "timeout_ms": 3_600_000},
+                timeout=httpx.Timeout(5, read=0.3),
+            )
+
+    assert eventually(lambda: "abandoned: its client left" in bridge.log.read_text())

@@ -138,7 +138,8 @@ async def test_a_stale_lease_id_is_a_conflict_and_leaves_the_new_delivery_alone(
         client, first["task_id"], {"action": "complete", "lease_id": first["lease_id"]}
     )
 
-    assert_problem(stale, 409, "is not current")
+    assert_problem(stale, 409, "is not the task's current lease")
+    assert redelivered["lease_id"] not in stale.text
     assert redelivered["attempt"] == 2
     fresh = await resolve(
         client, first["task_id"], {"action": "complete", "lease_id": redelivered["lease_id"]}
@@ -337,7 +338,7 @@ async def test_readiness_and_health(client: AsyncTestClient[Any]) -> None:
 async def test_a_missing_checkpoint_is_404(client: AsyncTestClient[Any]) -> None:
     response = await client.get("/v1/tasks/r9.s9/checkpoint")
 
-    assert_problem(response, 404, "task not found")
+    assert_problem(response, 404, "no checkpoint saved for this task")
 
 
 @pytest.mark.parametrize(

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
+import attrs
 import pytest
 
 from adapters.memory.clock import ManualClock
 from adapters.memory.kv import MemoryBuckets
+from adapters.memory.queue import MemoryTaskQueue
 from adapters.workers import KvWorkerDirectory
 from domain.errors import (
     AlreadySettledError,
+    BackendUnavailableError,
     BucketUnavailableError,
     ConsumerConflictError,
     SignalTimeoutError,
     StaleLeaseError,
     TaskNotFoundError,
 )
-from domain.models import RawJson, RunId, StepId, TaskPayload, TaskType, WorkerId
+from domain.models import DeliveryHandle, RawJson, RunId, StepId, TaskPayload, TaskType, WorkerId
 from domain.protocol import STEP_COMPLETED, STEP_CONTINUE, STEP_FAILED, STEP_STARTED
+from domain.services.actions import ResolveRequest
 from domain.services.poll import PollCommand
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand, WorkerRegistry
@@ -390,3 +396,65 @@ async def test_a_worker_id_on_resolve_is_carried_by_the_terminal_event(bridge: H
 
     completed = (await bridge.events.read(RunId("r1")))[-1]
     assert completed.worker_id == "w9"
+
+
+@attrs.define
+class AckFailsOnce:
+    """The memory queue, except that the first ack finds the broker away."""
+
+    inner: MemoryTaskQueue
+    failed: bool = False
+
+    async def fetch(self, task_type: TaskType, max_messages: int, timeout: timedelta) -> Any:
+        return await self.inner.fetch(task_type, max_messages, timeout)
+
+    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        await self.inner.wait_ready(task_types, timeout)
+
+    async def ack(self, handle: DeliveryHandle) -> None:
+        if not self.failed:
+            self.failed = True
+            raise BackendUnavailableError("NATS away")
+        await self.inner.ack(handle)
+
+    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
+        await self.inner.nak(handle, delay)
+
+    async def in_progress(self, handle: DeliveryHandle) -> None:
+        await self.inner.in_progress(handle)
+
+    async def term(self, handle: DeliveryHandle) -> None:
+        await self.inner.term(handle)
+
+
+async def test_a_terminal_action_that_fails_before_its_event_leaves_the_task_open() -> None:
+    clock = ManualClock()
+    bridge = Harness(clock=clock, buckets=MemoryBuckets(clock, checkpoints=False))
+    await enqueue(bridge)
+    (task,) = await bridge.poll_now(WORK)
+
+    with pytest.raises(BucketUnavailableError):
+        await bridge.resolve_action(task, "pause", duration_ms=1_000, name="approval")
+    await bridge.resolve_action(task, "heartbeat")
+    completed = await bridge.resolve_action(task, "complete")
+
+    assert completed.replayed is False
+    assert [e.type for e in await bridge.events.read(RunId("r1"))][-1] == STEP_COMPLETED
+
+
+async def test_a_retry_after_a_failed_ack_acks_without_publishing_again(bridge: Harness) -> None:
+    flaky = AckFailsOnce(bridge.queue)
+    resolve = attrs.evolve(bridge.resolve, queue=flaky)
+    await enqueue(bridge)
+    (task,) = await bridge.poll_now(WORK)
+    request = ResolveRequest(action="complete", lease_id=task.lease_id)
+
+    with pytest.raises(BackendUnavailableError):
+        await resolve(task.task_id, request)
+    bridge.clock.advance(timedelta(seconds=10))
+    retried = await resolve(task.task_id, request)
+
+    assert retried.replayed is False
+    completed = [e for e in await bridge.events.read(RunId("r1")) if e.type == STEP_COMPLETED]
+    assert len(completed) == 1
+    assert bridge.queue.messages() == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ from litestar.response import Stream
 
 from adapters.codec import decode, encode
 from adapters.http.deps import Injected
+from adapters.http.problems import problem
 from adapters.http.schemas import (
     ConnectBody,
     PollBody,
@@ -27,13 +28,13 @@ from adapters.http.schemas import (
     to_enqueue_command,
     to_poll_command,
 )
-from domain.errors import InvalidRequestError, TaskNotFoundError
+from domain.errors import CheckpointNotFoundError, InvalidRequestError
 from domain.models import RunId, TaskId
 from domain.ports import BackendProbe, Clock, EventLog
 from domain.services.actions import ResolveRequest
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.poll import PollService
-from domain.services.resolve import ResolveService
+from domain.services.resolve import Resolution, ResolveService
 from domain.services.simulator import EnqueueTask
 from domain.services.workers import ConnectCommand, WorkerRegistry
 
@@ -96,35 +97,77 @@ async def poll(
     """A JSON array of tasks, `[]` when none came before the timeout."""
     gone = asyncio.Event()
     cmd = to_poll_command(decode(body, PollBody), gone)
-    watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
-    try:
+    async with _watching_disconnect(request, gone):
         tasks = await poll_service(cmd)
+    return json_response(encode(tasks))
+
+
+@contextlib.asynccontextmanager
+async def _watching_disconnect(
+    request: Request[Any, Any, Any], gone: asyncio.Event
+) -> AsyncIterator[None]:
+    """Set `gone` if the client disconnects while the block runs (the body is already read,
+    so the next ASGI message is the disconnect)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    return json_response(encode(tasks))
-
-
-async def _watch_disconnect(request: Request[Any, Any, Any], gone: asyncio.Event) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
 
 
 @post("/v1/tasks/{task_id:str}/resolve", status_code=200, summary="Settle or extend a task")
 async def resolve(
-    task_id: FromPath[str], body: RawBody, resolve_service: Injected[ResolveService]
+    request: Request[Any, Any, Any],
+    task_id: FromPath[str],
+    body: RawBody,
+    resolve_service: Injected[ResolveService],
 ) -> Response[bytes]:
     """Empty 200 on success (with `X-Dagnats-Replayed: true` for a repeated terminal action);
     for wait_signal, the signal's JSON."""
     if not task_id:
         raise InvalidRequestError("task id is required", "task_id")
-    resolution = await resolve_service(TaskId(task_id), decode(body, ResolveRequest))
+    resolve_request = decode(body, ResolveRequest)
+    resolving = resolve_service(TaskId(task_id), resolve_request)
+    if resolve_request.action != "wait_signal":
+        resolution = await resolving
+    elif (waited := await _unless_the_client_leaves(request, resolving)) is not None:
+        resolution = waited
+    else:
+        return problem(408, "the client left before a signal came")
     if resolution.signal is not None:
         return json_response(resolution.signal)
     headers = {REPLAYED_HEADER: "true"} if resolution.replayed else None
     return Response(b"", status_code=200, media_type=JSON, headers=headers)
+
+
+async def _unless_the_client_leaves(
+    request: Request[Any, Any, Any], resolving: Coroutine[Any, Any, Resolution]
+) -> Resolution | None:
+    """Stop a wait_signal whose worker has gone, instead of extending its lease for an hour.
+
+    None when the client left first.
+    """
+    gone = asyncio.Event()
+    async with _watching_disconnect(request, gone):
+        waiting = asyncio.ensure_future(resolving)
+        leaving = asyncio.ensure_future(gone.wait())
+        await asyncio.wait({waiting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        leaving.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        log.info("wait_signal on %s abandoned: its client left", request.url.path)
+        return None
 
 
 @get("/v1/tasks/{task_id:str}/checkpoint", summary="The task's saved checkpoint")
@@ -133,7 +176,7 @@ async def checkpoint(
 ) -> Response[bytes]:
     value = await read_checkpoint(TaskId(task_id))
     if value is None:
-        raise TaskNotFoundError
+        raise CheckpointNotFoundError
     return json_response(value)
 
 

@@ -73,9 +73,15 @@ def to_poll_command(body: PollBody, abandoned: asyncio.Event) -> PollCommand:
         task_types=validate_task_types(body.task_types),
         max_tasks=clamp_max_tasks(body.max_tasks),
         timeout=poll_timeout(body.timeout_ms),
-        worker_id=WorkerId(body.worker_id) if body.worker_id else None,
+        worker_id=WorkerId(validate_kv_key(body.worker_id, "worker_id"))
+        if body.worker_id
+        else None,
         abandoned=abandoned,
     )
+
+
+def _worker_id(worker_id: str | None) -> WorkerId | None:
+    return WorkerId(validate_kv_key(worker_id, "worker_id")) if worker_id else None
 
 
 def to_enqueue_command(body: SimTaskBody) -> EnqueueCommand:

@@ -12,7 +12,7 @@ from typing import Final
 
 from nats.aio.client import Client as NatsClient
 
-from adapters.nats.errors import translated
+from adapters.nats.errors import require_connected, translated
 
 SETTLE_TIMEOUT_S: Final = 5.0
 
@@ -22,5 +22,6 @@ async def settle(nc: NatsClient, handle: str, body: bytes, what: str) -> None:
 
     A fault is raised as a domain error whose text starts with `what`.
     """
+    require_connected(nc, what)
     with translated(what):
         await nc.request(handle, body, timeout=SETTLE_TIMEOUT_S)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from datetime import datetime, timedelta
 from typing import Final
@@ -34,15 +33,12 @@ from adapters.wire import (
     WORKERS_BUCKET,
     WORKERS_TTL,
 )
-from domain.errors import BackendError, InvalidRequestError
+from domain.errors import BackendError
 from domain.models import KvEntry
+from domain.protocol import is_kv_key, validate_kv_key
 
 log = logging.getLogger(__name__)
 
-_SEGMENT = r"[-/_=a-zA-Z0-9]+"
-# Dots separate subject tokens: a leading, trailing or doubled dot makes an empty token,
-# which JetStream never stores (the publish finds no stream to take it).
-_KEY: Final = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
 _WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
 WATCH_IDLE: Final = timedelta(seconds=5)
 """How long the server keeps a stopped watch's consumer (nats-py's default is 5 minutes)."""
@@ -52,12 +48,7 @@ MISSING_BUCKET_RECHECK: Final = timedelta(seconds=2)
 
 def check_key(key: str) -> str:
     """The key itself if JetStream can store it; InvalidRequestError otherwise."""
-    if _KEY.fullmatch(key) is None:
-        raise InvalidRequestError(
-            f"invalid KV key {key!r}: use letters, digits and - / _ = . "
-            "(no leading, trailing or doubled dot)"
-        )
-    return key
+    return validate_kv_key(key, "KV key")
 
 
 @attrs.frozen(kw_only=True)
@@ -135,7 +126,7 @@ class NatsKeyValue:
             info = await self.js.stream_info(self.stream, subjects_filter=f"{self._prefix}>")
         keys = [subject.removeprefix(self._prefix) for subject in info.state.subjects or {}]
         # A key outside the alphabet (written by another client) cannot be read back exactly.
-        found = [await self._get(key) for key in keys if _KEY.fullmatch(key)]
+        found = [await self._get(key) for key in keys if is_kv_key(key)]
         return [entry for entry in found if entry is not None]
 
     async def wait_for_value(self, key: str, timeout: timedelta) -> KvEntry | None:

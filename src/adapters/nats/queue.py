@@ -15,7 +15,7 @@ from nats.js.client import JetStreamContext
 
 from adapters.nats.acks import settle
 from adapters.nats.consumers import TypeConsumers
-from adapters.nats.errors import translated
+from adapters.nats.errors import require_connected, translated
 from adapters.nats.jsapi import ACK, DEFAULT_ACK_WAIT_S, IN_PROGRESS, TERM, nak_body
 from adapters.nats.pulls import TypePuller
 from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
@@ -108,6 +108,7 @@ class NatsTaskQueue:
     async def fetch(
         self, task_type: TaskType, max_messages: int, timeout: timedelta
     ) -> list[Delivery]:
+        require_connected(self._nc, f"fetch {task_type} tasks")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout.total_seconds()
         while True:
@@ -118,6 +119,7 @@ class NatsTaskQueue:
             await self.wait_ready([task_type], timedelta(seconds=deadline - loop.time()))
 
     async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        require_connected(self._nc, "wait for tasks")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout.total_seconds()
         pullers = [await self._puller(t) for t in task_types]

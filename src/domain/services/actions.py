@@ -103,14 +103,12 @@ Action = (
 TerminalAction = Complete | Fail | Pause | Continue
 
 
-def is_terminal(action: Action) -> bool:
-    return isinstance(action, Complete | Fail | Pause | Continue)
-
-
 def parse_action(request: ResolveRequest) -> Action:
     """Validate the request for its action; InvalidRequestError names the field at fault."""
     if not request.action:
         raise InvalidRequestError("action is required", "action")
+    if request.worker_id:
+        validate_kv_key(request.worker_id, "worker_id")
     parser = _PARSERS.get(request.action)
     if parser is None:
         raise InvalidRequestError(f"invalid action: {request.action}", "action")

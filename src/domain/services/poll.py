@@ -112,30 +112,50 @@ class PollService:
     async def _fetch_pass(
         self, cmd: PollCommand, types: list[TaskType], faults: list[DomainError]
     ) -> list[PolledTask]:
-        """One pass over the types in order, taking only what is ready now."""
+        """One pass over the types in order, taking only what is ready now.
+
+        If anything unexpected breaks the pass, what it already leased is released.
+        """
         tasks: list[PolledTask] = []
-        for task_type in list(types):
-            remaining = cmd.max_tasks - len(tasks)
-            if remaining <= 0:
-                break
-            try:
-                deliveries = await self.queue.fetch(task_type, remaining, NO_WAIT)
-            except DomainError as exc:
-                log.warning("poll of task type %s faulted: %s", task_type, exc)
-                types.remove(task_type)
-                faults.append(exc)
-                continue
-            dispatched = await asyncio.gather(
-                *(self._dispatch(d, cmd.worker_id) for d in deliveries), return_exceptions=True
-            )
-            for outcome in dispatched:
-                if isinstance(outcome, DomainError):
-                    faults.append(outcome)
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                elif outcome is not None:
-                    tasks.append(outcome)
+        try:
+            for task_type in list(types):
+                remaining = cmd.max_tasks - len(tasks)
+                if remaining <= 0:
+                    break
+                tasks.extend(await self._take(task_type, remaining, cmd.worker_id, types, faults))
+        except BaseException:
+            await asyncio.shield(self.release(tasks))
+            raise
         return tasks
+
+    async def _take(
+        self,
+        task_type: TaskType,
+        remaining: int,
+        worker_id: WorkerId | None,
+        types: list[TaskType],
+        faults: list[DomainError],
+    ) -> list[PolledTask]:
+        """What one type has ready, dispatched; a type that faults leaves the poll."""
+        try:
+            deliveries = await self.queue.fetch(task_type, remaining, NO_WAIT)
+        except DomainError as exc:
+            log.warning("poll of task type %s faulted: %s", task_type, exc)
+            types.remove(task_type)
+            faults.append(exc)
+            return []
+        outcomes = await asyncio.gather(
+            *(self._dispatch(d, worker_id) for d in deliveries), return_exceptions=True
+        )
+        taken = [o for o in outcomes if isinstance(o, PolledTask)]
+        unexpected = [
+            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, DomainError)
+        ]
+        if unexpected:
+            await asyncio.shield(self.release(taken))
+            raise unexpected[0]
+        faults.extend(o for o in outcomes if isinstance(o, DomainError))
+        return taken
 
     async def _dispatch(self, delivery: Delivery, worker_id: WorkerId | None) -> PolledTask | None:
         """Lease one delivery and publish its step.started; None when it is not handed out."""
@@ -148,7 +168,11 @@ class PollService:
         attempt = attempt_of(task.attempt, delivery.delivery_count)
         if task.attempt < 0 or not is_valid_attempt(attempt):
             log.warning(
-                "poison task terminated: %s.%s has attempt %s", task.run_id, task.step_id, attempt
+                "poison task terminated: %s.%s has attempt %s (delivery %s)",
+                task.run_id,
+                task.step_id,
+                task.attempt,
+                delivery.delivery_count,
             )
             await self.queue.term(delivery.handle)
             return None

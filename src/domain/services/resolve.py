@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ import attrs
 from domain.errors import (
     AlreadySettledError,
     BucketUnavailableError,
+    DomainError,
     SignalTimeoutError,
     StaleLeaseError,
     TaskNotFoundError,
@@ -60,6 +62,8 @@ from domain.services.actions import (
     parse_action,
 )
 from domain.services.poll import trace_headers
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -121,7 +125,7 @@ class ResolveService:
         async with self.locks.hold(task_id):
             lease = await self._current(task_id, request)
             action = parse_action(request)
-            if isinstance(action, Complete | Fail | Pause | Continue):
+            if isinstance(action, TerminalAction):
                 return await self._settle(lease, action, request.worker_id)
             if isinstance(action, WaitSignal):
                 signals = required(await self.buckets.signals(), "signal")
@@ -135,7 +139,7 @@ class ResolveService:
         if lease is None:
             raise TaskNotFoundError
         if request.lease_id is not None and request.lease_id != lease.lease_id:
-            raise StaleLeaseError(request.lease_id, lease.lease_id)
+            raise StaleLeaseError(request.lease_id)
         return lease
 
     async def _settle(
@@ -148,22 +152,47 @@ class ResolveService:
         claimed = await self.leases.replace(
             attrs.evolve(lease, state=LeaseState.SETTLING, terminal_action=action.action)
         )
-        await self._terminal_effects(claimed, action, worker_id or claimed.worker_id)
+        if not claimed.recorded:
+            await self._record(claimed, action, worker_id or claimed.worker_id)
+        try:
+            await self._settle_delivery(claimed, action)
+        except DomainError:
+            # The event is out: a retry must only settle the delivery, never publish again.
+            await self._best_effort(attrs.evolve(claimed, recorded=True))
+            raise
         await self.leases.replace(
             attrs.evolve(claimed, state=LeaseState.SETTLED, deadline=self._deadline(claimed))
         )
         return Resolution(action=action.action)
 
-    async def _terminal_effects(
-        self, lease: Lease, action: TerminalAction, worker_id: WorkerId | None
+    async def _record(
+        self, claimed: Lease, action: TerminalAction, worker_id: WorkerId | None
     ) -> None:
-        """Side effects of a claimed terminal action; each is safe to repeat on a retry."""
+        """Publish the terminal event (a pause: save its checkpoint). If that fails nothing
+        happened, so the claim is given up and the task takes any action again."""
+        try:
+            if isinstance(action, Pause):
+                await self._save_pause_checkpoint(claimed, action)
+            else:
+                await self.events.append(self._terminal_event(claimed, action, worker_id))
+        except DomainError:
+            await self._best_effort(
+                attrs.evolve(claimed, state=LeaseState.ACTIVE, terminal_action=None)
+            )
+            raise
+
+    async def _settle_delivery(self, lease: Lease, action: TerminalAction) -> None:
         if isinstance(action, Pause):
-            await self._save_pause_checkpoint(lease, action)
             await self.queue.nak(lease.handle, action.duration)
-            return
-        await self.events.append(self._terminal_event(lease, action, worker_id))
-        await self.queue.ack(lease.handle)
+        else:
+            await self.queue.ack(lease.handle)
+
+    async def _best_effort(self, lease: Lease) -> None:
+        """Store the lease if the store answers; the caller is already failing."""
+        try:
+            await self.leases.replace(lease)
+        except DomainError as exc:
+            log.warning("lease of %s not updated after a failure: %s", lease.task_id, exc)
 
     def _terminal_event(
         self, lease: Lease, action: Complete | Fail | Continue, worker_id: WorkerId | None
