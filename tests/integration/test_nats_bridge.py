@@ -100,6 +100,19 @@ def test_the_embedded_default_serves_a_whole_task_and_stops_its_nats_server(
     assert eventually(lambda: not accepts_connections("127.0.0.1", port))
 
 
+def test_a_bridge_killed_with_sigkill_takes_its_embedded_nats_server_with_it(
+    tmp_path: Path,
+) -> None:
+    bridge = start_bridge(tmp_path, "--data-dir", str(tmp_path / "data"))
+    log = bridge.log.read_text()
+    port = int(log.split("backend nats at nats://127.0.0.1:", 1)[1].split(",", 1)[0])
+
+    bridge.process.send_signal(signal.SIGKILL)
+    bridge.process.wait()
+
+    assert eventually(lambda: not accepts_connections("127.0.0.1", port))
+
+
 def test_a_task_polled_through_one_bridge_is_resolved_through_another(
     tmp_path: Path, nats_server: EmbeddedNats, bridge: BridgeProcess
 ) -> None:
@@ -221,10 +234,13 @@ def test_while_nats_is_away_the_bridge_answers_503_and_resumes_when_it_is_back(
     server = EmbeddedNats(tmp_path / "nats")
     server.start()
     bridge = on_nats(tmp_path, server.url)
-    task_type = unique("t")
+    task_type, held_run = unique("t"), unique("r")
     try:
-        poll(bridge.url, task_type, timeout_ms=10)
+        enqueue(bridge.url, task_type, held_run)
+        (held,) = poll(bridge.url, task_type)
         server.stop()
+
+        resolve_while_away = resolve(bridge.url, held["task_id"], action="heartbeat")
 
         started = time.monotonic()
         away = httpx.post(
@@ -249,6 +265,7 @@ def test_while_nats_is_away_the_bridge_answers_503_and_resumes_when_it_is_back(
     assert away.headers["retry-after"]
     assert took < 2 + 5
     assert ready_while_away.status_code == 503
+    assert resolve_while_away.status_code == 503
     assert back
     assert [t["run_id"] for t in tasks] == [run_id]
 

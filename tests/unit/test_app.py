@@ -57,3 +57,20 @@ def test_the_token_comes_from_the_environment_and_is_not_in_the_settings_repr() 
 def test_an_invalid_setting_is_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ValueError, match=r"."):
         settings_from(serve_args(), environ)
+
+
+def test_a_nats_url_may_name_several_servers_of_a_cluster() -> None:
+    settings = settings_from(
+        serve_args("--nats-url", "nats://a:4222, nats://b:4222,,nats://c:4222"), {}
+    )
+
+    assert settings.nats_servers == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+    assert not settings.needs_embedded_nats
+
+
+def test_switches_come_from_flags_or_true_words_in_the_environment() -> None:
+    from_env = settings_from(serve_args(), {"DAGNATS_BRIDGE_PROVISION": "yes"})
+    from_flag = settings_from(serve_args("--simulator"), {})
+
+    assert (from_env.provision, from_env.simulator) == (True, False)
+    assert (from_flag.provision, from_flag.simulator) == (False, True)

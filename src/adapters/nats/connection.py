@@ -63,7 +63,7 @@ async def _on_error(exc: Exception) -> None:
 
 
 async def _on_disconnected() -> None:
-    log.warning("NATS disconnected; reconnecting")
+    log.warning("NATS disconnected")
 
 
 async def _on_reconnected() -> None:
