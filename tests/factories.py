@@ -25,11 +25,14 @@ from domain.ports import (
     KeyValueBuckets,
     LeaseStore,
     StreamPublisher,
+    TaskPublisher,
     TaskQueue,
 )
 from domain.services.actions import ResolveRequest
+from domain.services.engine import EngineSimulator, ObservedEventLog, RetryPolicy
 from domain.services.poll import PollCommand, PollService
 from domain.services.resolve import Resolution, ResolveService
+from domain.services.runs import SimulatedRuns
 from domain.services.simulator import EnqueueTask
 
 ACK_WAIT: Final = timedelta(minutes=5)
@@ -110,3 +113,57 @@ class Harness(DrivesUseCases):
             ids=self.ids,
         )
         self.enqueue = EnqueueTask(publisher=self.queue, ids=self.ids)
+
+
+@attrs.define
+class RecordingPublisher:
+    """A TaskPublisher that notes each publish (with its msg-id), then passes it on."""
+
+    inner: TaskPublisher
+    published: list[tuple[TaskType, TaskPayload, str]] = attrs.field(factory=list)
+
+    async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
+        self.published.append((task_type, task, msg_id))
+        await self.inner.publish_task(task_type, task, msg_id=msg_id)
+
+    @property
+    def msg_ids(self) -> list[str]:
+        return [msg_id for _, _, msg_id in self.published]
+
+
+@attrs.define
+class EngineHarness(Harness):
+    """The Harness with the engine simulation observing its events; enter `engine` to run it.
+
+    `events` is the plain log (it also holds the workflow events); the use cases append
+    through the observed one.
+    """
+
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    max_iterations: int = 10
+    runs: SimulatedRuns = attrs.field(init=False)
+    publisher: RecordingPublisher = attrs.field(init=False)
+    engine: EngineSimulator = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.runs = SimulatedRuns()
+        self.publisher = RecordingPublisher(self.queue)
+        self.engine = EngineSimulator(
+            self.publisher,
+            self.events,
+            self.clock,
+            self.runs,
+            retry=self.retry,
+            max_iterations=self.max_iterations,
+        )
+        self.poll, self.resolve = use_cases(
+            queue=self.queue,
+            events=ObservedEventLog(self.events, self.engine),
+            leases=self.leases,
+            buckets=self.buckets,
+            streams=self.streams,
+            clock=self.clock,
+            ids=self.ids,
+        )
+        self.enqueue = EnqueueTask(publisher=self.publisher, ids=self.ids, runs=self.runs)

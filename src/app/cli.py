@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import os
 import signal
@@ -17,13 +18,14 @@ import uvicorn
 from app.container import Container
 from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.main import create_app
-from app.settings import Backend, Settings
+from app.settings import Backend, ClockKind, Settings
 
 log = logging.getLogger("dagnats_bridge")
 
 ENV_PREFIX: Final = "DAGNATS_BRIDGE_"
 TOKEN_ENV: Final = "DAGNATS_BRIDGE_TOKEN"  # noqa: S105 - the variable's name, not a secret
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 
 VALUED: Final[dict[str, Callable[[str], Any]]] = {
     "backend": Backend,
@@ -39,8 +41,16 @@ VALUED: Final[dict[str, Callable[[str], Any]]] = {
     "nats_tls_cert": Path,
     "nats_tls_key": Path,
     "data_dir": Path,
+    "clock": ClockKind,
+    "sim_max_attempts": int,
+    "sim_initial_delay_ms": int,
+    "sim_backoff_factor": float,
+    "sim_max_iterations": int,
 }
 SWITCHES: Final = ("provision", "simulator")
+TRISTATE: Final = ("simulate_engine",)
+"""On or off when given (`--x` / `--no-x`, or a yes/no word in the environment), else the
+mode's default."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,16 +60,29 @@ def parser() -> argparse.ArgumentParser:
     defaults = Settings()
     for name, kind in VALUED.items():
         default = getattr(defaults, name)
-        shown = default.value if isinstance(default, Backend) else default
+        shown = default.value if isinstance(default, enum.Enum) else default
+        choices = ""
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            choices = f"; one of {', '.join(member.value for member in kind)}"
         serve.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
             default=None,
-            help=f"(env {ENV_PREFIX}{name.upper()}, default {shown})",
+            help=f"(env {ENV_PREFIX}{name.upper()}, default {shown}{choices})",
         )
     for name in SWITCHES:
         serve.add_argument(
-            f"--{name}", action="store_true", default=None, help=f"(env {ENV_PREFIX}{name.upper()})"
+            f"--{name.replace('_', '-')}",
+            action="store_true",
+            default=None,
+            help=f"(env {ENV_PREFIX}{name.upper()})",
+        )
+    for name in TRISTATE:
+        serve.add_argument(
+            f"--{name.replace('_', '-')}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"(env {ENV_PREFIX}{name.upper()}, default by mode)",
         )
     return root
 
@@ -76,6 +99,14 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     for name in SWITCHES:
         env = environ.get(f"{ENV_PREFIX}{name.upper()}", "")
         values[name] = bool(getattr(args, name)) or env.lower() in TRUE_WORDS
+    for name in TRISTATE:
+        flag, env = getattr(args, name), environ.get(f"{ENV_PREFIX}{name.upper()}", "").lower()
+        if flag is not None:
+            values[name] = flag
+        elif env in TRUE_WORDS | FALSE_WORDS:
+            values[name] = env in TRUE_WORDS
+        elif env:
+            raise ValueError(f"{ENV_PREFIX}{name.upper()} is a yes or no word, not {env!r}")
     return Settings(token=environ.get(TOKEN_ENV) or None, **values)
 
 
@@ -94,7 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if embedded is not None:
             embedded.start()
-            settings = attrs.evolve(settings, nats_url=embedded.url, provision=True, simulator=True)
+            settings = attrs.evolve(
+                settings,
+                nats_url=embedded.url,
+                provision=True,
+                simulator=True,
+                simulate_engine=settings.simulates_engine,
+            )
         serve(settings)
     except EmbeddedNatsError as exc:
         log.error("cannot start the embedded nats-server: %s", exc)

@@ -8,7 +8,7 @@ from nats.js.client import JetStreamContext
 
 from adapters.codec import decode, encode
 from adapters.http.routes import ConnectSettings
-from adapters.memory.clock import SystemClock
+from adapters.memory.clock import ManualClock, SystemClock
 from adapters.memory.events import MemoryEventLog
 from adapters.memory.ids import UuidIds
 from adapters.memory.kv import MemoryBuckets
@@ -26,9 +26,11 @@ from adapters.workers import KvWorkerDirectory
 from app.settings import Settings
 from domain.models import Event, TaskPayload
 from domain.services.checkpoints import ReadCheckpoint
+from domain.services.engine import EngineSimulator, ObservedEventLog, RetryPolicy
 from domain.services.poll import PollService
 from domain.services.resolve import ResolveService
-from domain.services.simulator import EnqueueTask
+from domain.services.runs import SimulatedRuns
+from domain.services.simulator import AdvanceClock, EnqueueTask, PutSignal
 from domain.services.workers import WorkerRegistry
 
 
@@ -47,7 +49,12 @@ class Container(containers.DeclarativeContainer):
     jetstream = providers.Dependency(instance_of=JetStreamContext)
 
     backend = settings.provided.backend_name
-    clock = providers.Singleton(SystemClock)
+    engine_mode = settings.provided.engine_mode
+    clock = providers.Selector(
+        settings.provided.clock_name,
+        system=providers.Singleton(SystemClock),
+        manual=providers.Singleton(ManualClock),
+    )
     ids = providers.Singleton(UuidIds)
 
     queue = providers.Selector(
@@ -68,11 +75,12 @@ class Container(containers.DeclarativeContainer):
             consumer_ack_wait=settings.provided.ack_wait,
         ),
     )
-    events = providers.Selector(
+    history = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryEventLog, clock=clock),
         nats=providers.Singleton(NatsEventLog, jetstream, encode=encode, decode=_decode_event),
     )
+    """The event log itself; the use cases append through `events`."""
     leases = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryLeaseStore, clock=clock),
@@ -95,6 +103,29 @@ class Container(containers.DeclarativeContainer):
     )
     directory = providers.Singleton(KvWorkerDirectory, buckets=buckets)
 
+    simulated_runs = providers.Singleton(SimulatedRuns)
+    retry_policy = providers.Singleton(
+        RetryPolicy,
+        max_attempts=settings.provided.sim_max_attempts,
+        initial_delay=settings.provided.sim_initial_delay,
+        factor=settings.provided.sim_backoff_factor,
+    )
+    engine = providers.Singleton(
+        EngineSimulator,
+        publisher=queue,
+        events=history,
+        clock=clock,
+        runs=simulated_runs,
+        retry=retry_policy,
+        max_iterations=settings.provided.sim_max_iterations,
+    )
+    """Entered by the application's lifespan when the engine simulation is on."""
+    events = providers.Selector(
+        engine_mode,
+        simulated=providers.Singleton(ObservedEventLog, history, engine),
+        off=history,
+    )
+
     poll_service = providers.Singleton(
         PollService,
         queue=queue,
@@ -115,7 +146,15 @@ class Container(containers.DeclarativeContainer):
     )
     worker_registry = providers.Singleton(WorkerRegistry, directory=directory, clock=clock)
     read_checkpoint = providers.Singleton(ReadCheckpoint, buckets=buckets)
-    enqueue_task = providers.Singleton(EnqueueTask, publisher=queue, ids=ids)
+    enqueue_task = providers.Singleton(EnqueueTask, publisher=queue, ids=ids, runs=simulated_runs)
+    put_signal = providers.Singleton(PutSignal, buckets=buckets)
+    advance_clock = providers.Singleton(
+        AdvanceClock,
+        clock=providers.Selector(
+            settings.provided.clock_name, system=providers.Object(None), manual=clock
+        ),
+        engine=providers.Selector(engine_mode, simulated=engine, off=providers.Object(None)),
+    )
     connect_settings = providers.Singleton(
         ConnectSettings, heartbeat_interval=settings.provided.heartbeat_interval
     )

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 
 from adapters.http.auth import BearerAuth
 from adapters.http.problems import EXCEPTION_HANDLERS
-from adapters.http.routes import API_HANDLERS, simulator_router
+from adapters.http.routes import API_HANDLERS, engine_router, simulator_router
 from adapters.nats.connection import NatsOptions, connect
 from adapters.nats.kv import ensure_leases_bucket, provision_buckets
 from adapters.nats.provision import provision_streams
@@ -36,6 +36,9 @@ SERVICES = (
     "worker_registry",
     "read_checkpoint",
     "enqueue_task",
+    "put_signal",
+    "advance_clock",
+    "simulated_runs",
     "connect_settings",
     "clock",
 )
@@ -55,10 +58,20 @@ LEASE_BUCKET_MIN_TTL = timedelta(hours=24)
 
 @asynccontextmanager
 async def bridge_lifespan(container: Container) -> AsyncIterator[None]:
-    async with nats_lifespan(container):
+    async with nats_lifespan(container), engine_lifespan(container):
         _announce(container)
         yield
     log.info("dagnats-bridge stopped")
+
+
+@asynccontextmanager
+async def engine_lifespan(container: Container) -> AsyncIterator[None]:
+    """Run the engine simulation when it is on; its pending retries end before NATS does."""
+    if not container.settings().simulates_engine:
+        yield
+        return
+    async with container.engine():
+        yield
 
 
 @asynccontextmanager
@@ -118,6 +131,8 @@ def create_app(container: Container) -> Litestar:
     handlers: list[Any] = [*API_HANDLERS]
     if settings.serves_simulator:
         handlers.append(simulator_router)
+    if settings.simulates_engine:
+        handlers.append(engine_router)
     return Litestar(
         route_handlers=handlers,
         dependencies=dependencies,
@@ -139,12 +154,15 @@ def _announce(container: Container) -> None:
     if settings.backend is Backend.NATS:
         backend = f"nats at {settings.nats_url}"
     log.info(
-        "dagnats-bridge serving on http://%s:%s, backend %s, auth %s, simulator %s",
+        "dagnats-bridge serving on http://%s:%s, backend %s, auth %s, simulator %s, "
+        "engine simulation %s, clock %s",
         settings.host,
         settings.port,
         backend,
         auth,
         "on" if settings.serves_simulator else "off",
+        "on" if settings.simulates_engine else "off",
+        settings.clock_name,
     )
 
 

@@ -16,6 +16,12 @@ class Backend(enum.Enum):
     """No NATS at all: the in-process simulator."""
 
 
+class ClockKind(enum.Enum):
+    SYSTEM = "system"
+    MANUAL = "manual"
+    """Time moves only on `POST /v1/sim/clock/advance` (memory backend only)."""
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     backend: Backend = Backend.NATS
@@ -38,8 +44,25 @@ class Settings:
     """Create the engine's streams and buckets when absent (the embedded mode does)."""
     simulator: bool = False
     """Serve /v1/sim/ on NATS (the embedded mode does; the memory backend always does)."""
+    simulate_engine: bool | None = None
+    """React to the bridge's events as the engine does; None: on for the memory backend and
+    the embedded nats-server, off against an external NATS."""
+    clock: ClockKind = attrs.field(default=ClockKind.SYSTEM)
+    sim_max_attempts: int = attrs.field(default=3, validator=attrs.validators.gt(0))
+    """Engine simulation: attempts of a step, the first included, before its run fails."""
+    sim_initial_delay_ms: int = attrs.field(default=1_000, validator=attrs.validators.ge(0))
+    """Engine simulation: the backoff before the second attempt."""
+    sim_backoff_factor: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    """Engine simulation: each further backoff is this many times the previous one."""
+    sim_max_iterations: int = attrs.field(default=10, validator=attrs.validators.gt(0))
+    """Engine simulation: iterations of an agent loop (continue) before its run fails."""
     token: str | None = attrs.field(default=None, repr=False)
     """Bearer token for /v1/; None is development mode (no auth)."""
+
+    @clock.validator
+    def _manual_needs_memory(self, _: attrs.Attribute[ClockKind], value: ClockKind) -> None:
+        if value is ClockKind.MANUAL and self.backend is not Backend.MEMORY:
+            raise ValueError("the manual clock needs the memory backend (--backend memory)")
 
     @property
     def backend_name(self) -> str:
@@ -50,8 +73,27 @@ class Settings:
         return self.backend is Backend.NATS and not self.nats_url
 
     @property
+    def simulates_engine(self) -> bool:
+        if self.simulate_engine is not None:
+            return self.simulate_engine
+        return self.backend is Backend.MEMORY or self.needs_embedded_nats
+
+    @property
+    def engine_mode(self) -> str:
+        """`simulated` or `off`, the key of the container's choice of event log."""
+        return "simulated" if self.simulates_engine else "off"
+
+    @property
+    def clock_name(self) -> str:
+        return self.clock.value
+
+    @property
     def serves_simulator(self) -> bool:
-        return self.simulator or self.backend is Backend.MEMORY
+        return self.simulator or self.simulates_engine or self.backend is Backend.MEMORY
+
+    @property
+    def sim_initial_delay(self) -> timedelta:
+        return timedelta(milliseconds=self.sim_initial_delay_ms)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -40,6 +40,14 @@ class Clock(Protocol):
         ...
 
 
+class AdjustableClock(Clock, Protocol):
+    """A clock that moves only when told to (the simulator's manual clock)."""
+
+    def advance(self, delta: timedelta) -> None:
+        """Move time forward by `delta` and wake the sleepers whose time has come."""
+        ...
+
+
 class IdSource(Protocol):
     def new_id(self) -> str:
         """A fresh identifier, unique for the life of the deployment."""

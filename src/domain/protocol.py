@@ -12,12 +12,16 @@ from datetime import timedelta
 from typing import Final
 
 from domain.errors import InvalidRequestError
-from domain.models import FailureType, RawJson, RunId, StepId, TaskType
+from domain.models import FailureType, RawJson, RunId, StepFailed, StepId, TaskType
 
 STEP_STARTED: Final = "step.started"
 STEP_COMPLETED: Final = "step.completed"
 STEP_FAILED: Final = "step.failed"
 STEP_CONTINUE: Final = "step.continue"
+WORKFLOW_COMPLETED: Final = "workflow.completed"
+WORKFLOW_FAILED: Final = "workflow.failed"
+RETRY_BACKOFF: Final = "retry_backoff"
+RETRY_AFTER: Final = "retry_after"
 
 MIN_ATTEMPT: Final = 1
 MAX_ATTEMPT: Final = 100_000
@@ -29,6 +33,12 @@ MAX_PAUSE_MS: Final = 3_600_000
 MAX_SIGNAL_WAIT_MS: Final = 3_600_000
 MIN_RETRY_AFTER_MS: Final = 100
 MAX_RETRY_AFTER_MS: Final = 3_600_000
+ENGINE_MIN_RETRY_AFTER_MS: Final = 100
+"""The engine's floor for a retry_after of 0 or less (retry_handlers.go: scheduleRetryAfter)."""
+ENGINE_MAX_TIMER_MS: Final = 3_600_000
+"""The engine caps every retry timer (backoff and retry_after) at one hour."""
+ENGINE_MIN_BACKOFF_MS: Final = 1
+"""The engine waits at least a millisecond before a retry."""
 DISPATCH_FAILURE_DELAY: Final = timedelta(seconds=5)
 SIGNAL_WAIT_TICK: Final = timedelta(seconds=15)
 LEASE_GRACE: Final = timedelta(seconds=30)
@@ -36,6 +46,7 @@ LEASE_GRACE: Final = timedelta(seconds=30)
 UNSPECIFIED_ERROR: Final = "unspecified error"
 FAILURE_TYPE_ALIASES: Final = {"permanent": FailureType.NON_RETRIABLE}
 
+_RETRIABLE: Final = FailureType.RETRIABLE
 _KV_KEY: Final = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*")
 _TASK_TYPE_BYTES: Final = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -56,6 +67,35 @@ def continue_msg_id(run_id: RunId, step_id: StepId, iteration: int, lease_id: st
 def queued_msg_id(run_id: RunId, step_id: StepId) -> str:
     """The msg-id the engine gives a task's first dispatch."""
     return f"{run_id}.{step_id}.queued"
+
+
+def retry_msg_id(run_id: RunId, step_id: StepId, kind: str, attempts: int) -> str:
+    """The engine's retry re-publish: `<run>.<step>.<retry_backoff|retry_after>.<A>`, where A
+    is the number of attempts already started (PROTOCOL.md 1.3)."""
+    return f"{run_id}.{step_id}.{kind}.{attempts}"
+
+
+def iteration_msg_id(run_id: RunId, step_id: StepId, iteration: int) -> str:
+    """The engine's agent-loop re-publish for iteration N: `<run>.<step>.continue.<N>`."""
+    return f"{run_id}.{step_id}.continue.{iteration}"
+
+
+def signal_key(run_id: RunId, name: str) -> str:
+    """A signal's key in the `signals` bucket."""
+    return f"{run_id}.{name}"
+
+
+def workflow_msg_id(run_id: RunId, event_type: str) -> str:
+    """A workflow event has no step, and the engine leaves the step segment out."""
+    return f"{run_id}.{event_type}"
+
+
+def engine_retry_after(retry_after_ms: int | None) -> timedelta:
+    """The delay the engine waits for a retry_after failure: 0 or less (or none) is 100 ms,
+    more than an hour is an hour."""
+    if retry_after_ms is None or retry_after_ms <= 0:
+        return timedelta(milliseconds=ENGINE_MIN_RETRY_AFTER_MS)
+    return timedelta(milliseconds=min(retry_after_ms, ENGINE_MAX_TIMER_MS))
 
 
 def pause_marker(name: str) -> RawJson:
@@ -126,6 +166,37 @@ def parse_failure_type(value: str | None) -> FailureType:
 
 def clamp_retry_after_ms(value: int) -> int:
     return min(max(value, MIN_RETRY_AFTER_MS), MAX_RETRY_AFTER_MS)
+
+
+def engine_failure(payload: RawJson | StepFailed | None) -> StepFailed:
+    """A step.failed payload as the engine reads it (PROTOCOL.md 8).
+
+    Only an object with a non-empty `error` keeps its failure_type; anything else (no payload,
+    `"error":""`, a bare string, text that is not JSON) is retriable. An unknown failure_type
+    is retriable too.
+    """
+    if isinstance(payload, StepFailed):
+        if payload.error:
+            return payload
+        return StepFailed(error="", failure_type=_RETRIABLE)
+    try:
+        value = json.loads(payload) if payload else None
+    except ValueError:
+        return StepFailed(error=(payload or b"").decode(errors="replace"), failure_type=_RETRIABLE)
+    if isinstance(value, dict) and isinstance(value.get("error"), str) and value["error"]:
+        try:
+            failure_type = FailureType(value.get("failure_type") or _RETRIABLE.value)
+        except ValueError:
+            failure_type = _RETRIABLE
+        retry_after = value.get("retry_after_ms")
+        return StepFailed(
+            error=value["error"],
+            failure_type=failure_type,
+            retry_after_ms=retry_after if isinstance(retry_after, int) else None,
+        )
+    if isinstance(value, str):
+        return StepFailed(error=value, failure_type=_RETRIABLE)
+    return StepFailed(error=(payload or b"").decode(errors="replace"), failure_type=_RETRIABLE)
 
 
 def require_duration_ms(value: int | None, field: str, upper: int) -> timedelta:

@@ -92,6 +92,7 @@ def test_the_embedded_default_serves_a_whole_task_and_stops_its_nats_server(
     assert [(e["type"], e.get("attempt_number")) for e in history] == [
         ("step.started", 1),
         ("step.completed", 1),
+        ("workflow.completed", None),  # the engine simulation is on in the embedded mode
     ]
     assert history[1]["payload"] == {"ok": True}
     nats_url = log_before_stop.split("backend nats at ", 1)[1].split(",", 1)[0]
@@ -111,6 +112,44 @@ def test_a_bridge_killed_with_sigkill_takes_its_embedded_nats_server_with_it(
     bridge.process.wait()
 
     assert eventually(lambda: not accepts_connections("127.0.0.1", port))
+
+
+def test_the_engine_simulation_retries_and_completes_a_run_on_an_external_nats(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    bridge = on_nats(
+        tmp_path,
+        nats_server.url,
+        DAGNATS_BRIDGE_SIMULATE_ENGINE="yes",
+        DAGNATS_BRIDGE_SIM_INITIAL_DELAY_MS="100",
+    )
+    task_type, run_id = unique("t"), unique("r")
+    try:
+        enqueue(bridge.url, task_type, run_id, input={"n": 1})
+        (first,) = poll(bridge.url, task_type)
+        failed = resolve(bridge.url, first["task_id"], action="fail", error="flaky")
+        # The long poll wakes when the simulated engine re-publishes the task, 100 ms on.
+        (second,) = poll(bridge.url, task_type)
+        done = resolve(bridge.url, second["task_id"], action="complete")
+        runs = {r["run_id"]: r for r in httpx.get(f"{bridge.url}/v1/sim/runs").json()}
+        history = events(bridge.url, run_id)
+    finally:
+        bridge.stop()
+
+    assert (failed.status_code, done.status_code) == (200, 200)
+    assert (second["task_id"], second["attempt"], second["input"]) == (
+        first["task_id"],
+        2,
+        {"n": 1},
+    )
+    assert [(e["type"], e.get("attempt_number")) for e in history] == [
+        ("step.started", 1),
+        ("step.failed", 1),
+        ("step.started", 2),
+        ("step.completed", 2),
+        ("workflow.completed", None),
+    ]
+    assert (runs[run_id]["status"], runs[run_id]["attempts"]) == ("completed", 2)
 
 
 def test_a_task_polled_through_one_bridge_is_resolved_through_another(

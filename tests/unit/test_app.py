@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 import pytest
 from dependency_injector import providers
 
+from adapters.memory.clock import ManualClock
 from app.cli import parser, settings_from
-from app.settings import Backend
+from app.container import Container
+from app.settings import Backend, ClockKind
+from domain.services.engine import ObservedEventLog, RetryPolicy
 from tests.factories import memory_container
 
 
@@ -74,3 +78,82 @@ def test_switches_come_from_flags_or_true_words_in_the_environment() -> None:
 
     assert (from_env.provision, from_env.simulator) == (True, False)
     assert (from_flag.provision, from_flag.simulator) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "simulates"),
+    [
+        (("--backend", "memory"), {}, True),
+        ((), {}, True),  # the embedded nats-server
+        (("--nats-url", "nats://a:4222"), {}, False),
+        (("--nats-url", "nats://a:4222", "--simulate-engine"), {}, True),
+        (("--nats-url", "nats://a:4222"), {"DAGNATS_BRIDGE_SIMULATE_ENGINE": "yes"}, True),
+        (("--backend", "memory", "--no-simulate-engine"), {}, False),
+        (("--backend", "memory"), {"DAGNATS_BRIDGE_SIMULATE_ENGINE": "off"}, False),
+        (("--simulate-engine",), {"DAGNATS_BRIDGE_SIMULATE_ENGINE": "0"}, True),
+    ],
+)
+def test_the_engine_simulation_is_on_by_default_except_against_an_external_nats(
+    flags: tuple[str, ...], environ: dict[str, str], simulates: bool
+) -> None:
+    settings = settings_from(serve_args(*flags), environ)
+
+    assert settings.simulates_engine is simulates
+    assert settings.serves_simulator or not simulates
+
+
+def test_a_word_that_is_neither_yes_nor_no_is_refused() -> None:
+    with pytest.raises(ValueError, match="yes or no word"):
+        settings_from(serve_args(), {"DAGNATS_BRIDGE_SIMULATE_ENGINE": "maybe"})
+
+
+def test_the_manual_clock_comes_from_a_flag_or_the_environment_with_the_memory_backend() -> None:
+    from_flag = settings_from(serve_args("--backend", "memory", "--clock", "manual"), {})
+    from_env = settings_from(
+        serve_args(), {"DAGNATS_BRIDGE_BACKEND": "memory", "DAGNATS_BRIDGE_CLOCK": "manual"}
+    )
+
+    assert from_flag.clock is from_env.clock is ClockKind.MANUAL
+    assert settings_from(serve_args(), {}).clock is ClockKind.SYSTEM
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"DAGNATS_BRIDGE_CLOCK": "manual"},
+        {"DAGNATS_BRIDGE_CLOCK": "sundial", "DAGNATS_BRIDGE_BACKEND": "memory"},
+        {"DAGNATS_BRIDGE_SIM_MAX_ATTEMPTS": "0"},
+        {"DAGNATS_BRIDGE_SIM_BACKOFF_FACTOR": "fast"},
+    ],
+)
+def test_a_manual_clock_without_the_memory_backend_or_a_bad_policy_is_refused(
+    environ: dict[str, str],
+) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        settings_from(serve_args(), environ)
+
+
+def test_the_retry_policy_of_the_engine_simulation_is_configurable() -> None:
+    flags = ("--backend", "memory", "--sim-max-attempts", "5", "--sim-backoff-factor", "1.5")
+    settings = settings_from(serve_args(*flags), {"DAGNATS_BRIDGE_SIM_INITIAL_DELAY_MS": "250"})
+
+    policy = Container(settings=settings).retry_policy()
+
+    assert policy == RetryPolicy(
+        max_attempts=5, initial_delay=timedelta(milliseconds=250), factor=1.5
+    )
+
+
+def test_with_the_engine_simulation_the_use_cases_append_through_the_observed_log() -> None:
+    on = memory_container(clock=ClockKind.MANUAL)
+    off = memory_container(simulate_engine=False)
+
+    assert isinstance(on.events(), ObservedEventLog)
+    assert on.events().observer is on.engine()
+    assert on.resolve_service().events is on.events()
+    assert on.advance_clock().clock is on.clock()
+    assert isinstance(on.clock(), ManualClock)
+    assert off.events() is off.history()
+    assert off.advance_clock().clock is None
+    assert off.advance_clock().engine is None
+    assert on.enqueue_task().runs is on.engine().runs

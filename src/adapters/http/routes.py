@@ -20,13 +20,17 @@ from adapters.codec import decode, encode
 from adapters.http.deps import Injected
 from adapters.http.problems import problem
 from adapters.http.schemas import (
+    ClockAdvanceBody,
+    ClockView,
     ConnectBody,
     PollBody,
+    SimSignalBody,
     SimTaskBody,
     SimTaskCreated,
     to_connect_command,
     to_enqueue_command,
     to_poll_command,
+    to_run_view,
 )
 from domain.errors import CheckpointNotFoundError, InvalidRequestError
 from domain.models import RunId, TaskId
@@ -35,7 +39,8 @@ from domain.services.actions import ResolveRequest
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.poll import PollService
 from domain.services.resolve import Resolution, ResolveService
-from domain.services.simulator import EnqueueTask
+from domain.services.runs import SimulatedRuns
+from domain.services.simulator import AdvanceClock, EnqueueTask, PutSignal
 from domain.services.workers import ConnectCommand, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -174,6 +179,10 @@ async def _unless_the_client_leaves(
 async def checkpoint(
     task_id: FromPath[str], read_checkpoint: Injected[ReadCheckpoint]
 ) -> Response[bytes]:
+    return await _checkpoint_of(task_id, read_checkpoint)
+
+
+async def _checkpoint_of(task_id: str, read_checkpoint: ReadCheckpoint) -> Response[bytes]:
     value = await read_checkpoint(TaskId(task_id))
     if value is None:
         raise CheckpointNotFoundError
@@ -208,5 +217,40 @@ async def run_events(run_id: FromPath[str], event_log: Injected[EventLog]) -> Re
     return json_response(encode(await event_log.read(RunId(run_id))))
 
 
+@post("/v1/sim/signals", status_code=204, summary="Put a signal as another step would")
+async def sim_signal(body: RawBody, put_signal: Injected[PutSignal]) -> None:
+    """`{"run_id", "name", "data"}`: stored under `<run_id>.<name>`, where a wait_signal of
+    that run finds it."""
+    signal = decode(body, SimSignalBody)
+    await put_signal(signal.run_id, signal.name, signal.data)
+
+
+@get("/v1/sim/checkpoints/{task_id:str}", summary="A task's saved checkpoint")
+async def sim_checkpoint(
+    task_id: FromPath[str], read_checkpoint: Injected[ReadCheckpoint]
+) -> Response[bytes]:
+    """The same as `GET /v1/tasks/{task_id}/checkpoint`, under the simulator's prefix."""
+    return await _checkpoint_of(task_id, read_checkpoint)
+
+
+@post("/v1/sim/clock/advance", status_code=200, summary="Move the manual clock forward")
+async def sim_clock_advance(
+    body: RawBody, advance_clock: Injected[AdvanceClock]
+) -> Response[bytes]:
+    """`{"ms": N}` with `--clock manual`: AckWait expiries, pauses, backoffs and timeouts
+    that fall due happen now; answers the clock's new time."""
+    now = await advance_clock(decode(body, ClockAdvanceBody).ms)
+    return json_response(encode(ClockView(now=now)))
+
+
+@get("/v1/sim/runs", summary="The engine simulation's runs: status, attempts, iteration")
+async def sim_runs(simulated_runs: Injected[SimulatedRuns]) -> Response[bytes]:
+    return json_response(encode([to_run_view(run) for run in simulated_runs.all()]))
+
+
 API_HANDLERS: Final = [connect, poll, resolve, checkpoint, workers, healthz, readyz]
-simulator_router = Router(path="/", route_handlers=[enqueue, run_events])
+simulator_router = Router(
+    path="/", route_handlers=[enqueue, run_events, sim_signal, sim_checkpoint, sim_clock_advance]
+)
+engine_router = Router(path="/", route_handlers=[sim_runs])
+"""Served with the engine simulation only."""

@@ -7,6 +7,7 @@ reported by the domain's validation with the Go message and the field's name.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import attrs
 
@@ -19,6 +20,7 @@ from domain.protocol import (
     validate_task_types,
 )
 from domain.services.poll import PollCommand
+from domain.services.runs import SimulatedRun
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand
 
@@ -55,6 +57,52 @@ class SimTaskCreated:
     task_id: str
     run_id: str
     step_id: str
+
+
+@attrs.frozen(kw_only=True)
+class SimSignalBody:
+    run_id: str | None = None
+    name: str | None = None
+    data: RawJson | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClockAdvanceBody:
+    ms: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClockView:
+    now: datetime
+
+
+@attrs.frozen(kw_only=True)
+class SimRunView:
+    """A run of the engine simulation; the optional fields are left out when unset."""
+
+    run_id: str
+    step_id: str
+    task_type: str
+    status: str
+    attempts: int
+    iteration: int
+    last_event: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+def to_run_view(run: SimulatedRun) -> SimRunView:
+    return SimRunView(
+        run_id=run.run_id,
+        step_id=run.step_id,
+        task_type=run.task_type,
+        status=run.status.value,
+        attempts=run.attempts,
+        iteration=run.iteration,
+        last_event=run.last_event,
+        error=run.error,
+        retry_at=run.retry_at,
+    )
 
 
 def to_connect_command(body: ConnectBody) -> ConnectCommand:

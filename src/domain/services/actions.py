@@ -159,9 +159,16 @@ def _continue(request: ResolveRequest) -> Action:
 
 
 def _send_signal(request: ResolveRequest) -> Action:
-    run_id = _required_key_token(request.run_id, "run_id")
-    name = _required_key_token(request.name, "name")
-    return SendSignal(run_id=RunId(run_id), name=name, data=_required_data(request))
+    return signal_to_send(request.run_id, request.name, request.data)
+
+
+def signal_to_send(run_id: str | None, name: str | None, data: RawJson | None) -> SendSignal:
+    """A signal as send_signal validates it: run_id, then name (KV key tokens), then data."""
+    run = _required_key_token(run_id, "run_id")
+    signal_name = _required_key_token(name, "name")
+    if data is None:
+        raise InvalidRequestError("data is required", "data")
+    return SendSignal(run_id=RunId(run), name=signal_name, data=data)
 
 
 def _wait_signal(request: ResolveRequest) -> Action:
