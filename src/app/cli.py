@@ -1,4 +1,6 @@
-"""`dagnats-bridge serve`: flags, each also a `DAGNATS_BRIDGE_*` environment variable."""
+"""`dagnats-bridge serve`: flags, each also a `DAGNATS_BRIDGE_*` environment variable.
+
+`dagnats-bridge sim enqueue|events|runs`: the simulator of a running bridge, over HTTP."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from typing import Any, Final
 import attrs
 import uvicorn
 
+from app import sim_commands
 from app.container import Container
 from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.main import create_app
 from app.settings import Backend, ClockKind, Settings
+from app.sim_client import DEFAULT_URL, URL_ENV, Bridge, NewTask, http_url, raw_json
 
 log = logging.getLogger("dagnats_bridge")
 
@@ -84,7 +88,74 @@ def parser() -> argparse.ArgumentParser:
             default=None,
             help=f"(env {ENV_PREFIX}{name.upper()}, default by mode)",
         )
+    _add_sim(commands)
     return root
+
+
+def _add_sim(commands: Any) -> None:
+    """`--url` and `--token` go before or after the verb."""
+    sim = commands.add_parser("sim", help="drive the simulator of a running bridge")
+    _add_connection(sim, default=None)
+    connection = argparse.ArgumentParser(add_help=False)
+    _add_connection(connection, default=argparse.SUPPRESS)
+    verbs = sim.add_subparsers(dest="verb", required=True)
+    enqueue = verbs.add_parser(
+        "enqueue", parents=[connection], help="enqueue a task as the engine would"
+    )
+    enqueue.add_argument(
+        "--type", required=True, dest="task_type", metavar="TYPE", help="the task type"
+    )
+    enqueue.add_argument(
+        "--input",
+        type=_json_argument,
+        metavar="JSON",
+        help="the task's input, sent byte for byte (default: none)",
+    )
+    enqueue.add_argument("--run-id", help="(default: the bridge makes one)")
+    enqueue.add_argument("--step-id", help="(default: step-1)")
+    events = verbs.add_parser(
+        "events", parents=[connection], help="a run's history events, one JSON line each"
+    )
+    events.add_argument("run_id", metavar="RUN_ID")
+    events.add_argument(
+        "--follow", action="store_true", help="keep printing new events until Ctrl-C"
+    )
+    events.add_argument(
+        "--until-done",
+        action="store_true",
+        help="follow until a workflow.completed or workflow.failed event (implies --follow)",
+    )
+    verbs.add_parser(
+        "runs", parents=[connection], help="the engine simulation's runs, one JSON line each"
+    )
+
+
+def _add_connection(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--url",
+        type=_http_url,
+        default=default,
+        help=f"the bridge (env {URL_ENV}, default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token",
+        default=default,
+        help=f"bearer token (env {TOKEN_ENV}, better: ps shows no environment)",
+    )
+
+
+def _json_argument(text: str) -> bytes:
+    try:
+        return raw_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def _http_url(text: str) -> str:
+    try:
+        return http_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -110,8 +181,56 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     return Settings(token=environ.get(TOKEN_ENV) or None, **values)
 
 
+def bridge_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Bridge:
+    """A flag wins over its environment variable, which wins over the default."""
+    token = args.token or environ.get(TOKEN_ENV) or None
+    if token is not None and not (token.isascii() and token.isprintable()):
+        raise ValueError("the token has characters an HTTP header cannot carry")
+    url = args.url or environ.get(URL_ENV) or DEFAULT_URL
+    try:
+        return Bridge(url=url, token=token)
+    except ValueError as exc:
+        raise ValueError(f"{URL_ENV}: {exc}") from None
+
+
+def sim(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    try:
+        bridge = bridge_from(args, environ)
+    except ValueError as exc:
+        print(f"dagnats-bridge: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    return sim_commands.run(lambda: SIM_VERBS[args.verb](bridge, args), sys.stderr)
+
+
+def _enqueue(bridge: Bridge, args: argparse.Namespace) -> None:
+    task = NewTask(
+        task_type=args.task_type, raw_input=args.input, run_id=args.run_id, step_id=args.step_id
+    )
+    sim_commands.enqueue(bridge, sys.stdout.buffer, task)
+
+
+def _events(bridge: Bridge, args: argparse.Namespace) -> None:
+    if args.follow or args.until_done:
+        sim_commands.follow(bridge, sys.stdout.buffer, args.run_id, until_done=args.until_done)
+    else:
+        sim_commands.events(bridge, sys.stdout.buffer, args.run_id)
+
+
+def _runs(bridge: Bridge, _: argparse.Namespace) -> None:
+    sim_commands.runs(bridge, sys.stdout.buffer)
+
+
+SIM_VERBS: Final[dict[str, Callable[[Bridge, argparse.Namespace], None]]] = {
+    "enqueue": _enqueue,
+    "events": _events,
+    "runs": _runs,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "sim":
+        return sim(args, os.environ)
     try:
         settings = settings_from(args, os.environ)
     except ValueError as exc:
