@@ -13,27 +13,34 @@ from adapters.memory.events import MemoryEventLog
 from adapters.memory.ids import SequentialIds
 from adapters.memory.kv import MemoryBuckets
 from adapters.memory.leases import MemoryLeaseStore
+from adapters.memory.polls import MemoryPollAnswerStore
 from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
+from adapters.workers import KvWorkerDirectory
 from app.container import Container
 from app.settings import Backend, Settings
-from domain.models import PolledTask, TaskPayload, TaskType
+from domain.models import PolledTask, PollId, TaskPayload, TaskType, WorkerId
 from domain.ports import (
     Clock,
     EventLog,
     IdSource,
     KeyValueBuckets,
     LeaseStore,
+    PollAnswerStore,
     StreamPublisher,
     TaskPublisher,
     TaskQueue,
+    WorkerDirectory,
 )
 from domain.services.actions import ResolveRequest
 from domain.services.engine import EngineSimulator, ObservedEventLog, RetryPolicy
+from domain.services.locks import KeyedLocks
 from domain.services.poll import PollCommand, PollService
+from domain.services.release import ReleaseLeases
 from domain.services.resolve import Resolution, ResolveService
 from domain.services.runs import SimulatedRuns
 from domain.services.simulator import EnqueueTask
+from domain.services.workers import WorkerRegistry
 
 ACK_WAIT: Final = timedelta(minutes=5)
 
@@ -48,12 +55,20 @@ class DrivesUseCases:
     poll: PollService
     resolve: ResolveService
 
-    async def poll_now(self, *task_types: str, max_tasks: int = 1) -> list[PolledTask]:
+    async def poll_now(
+        self,
+        *task_types: str,
+        max_tasks: int = 1,
+        worker_id: str | None = None,
+        poll_id: str | None = None,
+    ) -> list[PolledTask]:
         return await self.poll(
             PollCommand(
                 task_types=[TaskType(t) for t in task_types],
                 max_tasks=max_tasks,
                 timeout=timedelta(0),
+                worker_id=WorkerId(worker_id) if worker_id else None,
+                poll_id=PollId(poll_id) if poll_id else None,
             )
         )
 
@@ -68,16 +83,35 @@ def use_cases(  # noqa: PLR0913 - one argument per port
     leases: LeaseStore,
     buckets: KeyValueBuckets,
     streams: StreamPublisher,
+    answers: PollAnswerStore,
     clock: Clock,
     ids: IdSource,
-) -> tuple[PollService, ResolveService]:
+) -> tuple[PollService, ResolveService, WorkerRegistry]:
+    """The use cases as the container wires them: the worker directory on `buckets`, one
+    set of task locks for resolves and releases."""
+    directory: WorkerDirectory = KvWorkerDirectory(buckets=buckets)
+    task_locks = KeyedLocks()
     poll = PollService(
-        queue=queue, events=events, leases=leases, buckets=buckets, clock=clock, ids=ids
+        queue=queue,
+        events=events,
+        leases=leases,
+        buckets=buckets,
+        workers=directory,
+        answers=answers,
+        clock=clock,
+        ids=ids,
     )
     resolve = ResolveService(
-        queue=queue, events=events, leases=leases, buckets=buckets, streams=streams, clock=clock
+        queue=queue,
+        events=events,
+        leases=leases,
+        buckets=buckets,
+        streams=streams,
+        clock=clock,
+        locks=task_locks,
     )
-    return poll, resolve
+    release = ReleaseLeases(queue=queue, leases=leases, locks=task_locks)
+    return poll, resolve, WorkerRegistry(directory, clock, release=release)
 
 
 @attrs.define
@@ -93,8 +127,10 @@ class Harness(DrivesUseCases):
         default=attrs.Factory(lambda self: MemoryBuckets(self.clock), takes_self=True)
     )
     streams: MemoryStreams = attrs.field(factory=MemoryStreams)
+    answers: MemoryPollAnswerStore = attrs.field(init=False)
     poll: PollService = attrs.field(init=False)
     resolve: ResolveService = attrs.field(init=False)
+    workers: WorkerRegistry = attrs.field(init=False)
     enqueue: EnqueueTask = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -103,12 +139,14 @@ class Harness(DrivesUseCases):
         )
         self.events = MemoryEventLog(self.clock)
         self.leases = MemoryLeaseStore(self.clock)
-        self.poll, self.resolve = use_cases(
+        self.answers = MemoryPollAnswerStore(self.clock)
+        self.poll, self.resolve, self.workers = use_cases(
             queue=self.queue,
             events=self.events,
             leases=self.leases,
             buckets=self.buckets,
             streams=self.streams,
+            answers=self.answers,
             clock=self.clock,
             ids=self.ids,
         )
@@ -157,12 +195,13 @@ class EngineHarness(Harness):
             retry=self.retry,
             max_iterations=self.max_iterations,
         )
-        self.poll, self.resolve = use_cases(
+        self.poll, self.resolve, self.workers = use_cases(
             queue=self.queue,
             events=ObservedEventLog(self.events, self.engine),
             leases=self.leases,
             buckets=self.buckets,
             streams=self.streams,
+            answers=self.answers,
             clock=self.clock,
             ids=self.ids,
         )

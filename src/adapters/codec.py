@@ -178,6 +178,17 @@ def decode(data: bytes, cls: type[T]) -> T:
         raise _field_error(exc) from None
 
 
+def decode_list(data: bytes, cls: type[T]) -> list[T]:
+    """A JSON array of `cls` objects, each decoded as `decode` does (raw fields byte-exact)."""
+    try:
+        items = msgspec.json.decode(data, type=list[msgspec.Raw])
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    except msgspec.ValidationError:
+        raise DecodeError("invalid JSON: expected an array") from None
+    return [decode(bytes(item), cls) for item in items]
+
+
 def _plain_fields(top: dict[str, msgspec.Raw], raw: frozenset[str]) -> dict[str, Any]:
     """Decode every field but the raw ones; a JSON null reads as absent (the default)."""
     fields: dict[str, Any] = {}

@@ -22,6 +22,8 @@ WORKERS_BUCKET: Final = "workers"
 WORKERS_TTL: Final = timedelta(seconds=60)
 LEASES_BUCKET: Final = "bridge_leases"
 """The bridge's own bucket: it creates it when absent, with or without provisioning."""
+POLLS_BUCKET: Final = "bridge_polls"
+"""The bridge's own bucket of poll answers by poll_id, created like `bridge_leases`."""
 
 CONSUMER_ACK_WAIT: Final = timedelta(minutes=5)
 MSG_ID_HEADER: Final = "Nats-Msg-Id"

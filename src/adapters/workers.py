@@ -8,7 +8,7 @@ import attrs
 
 from adapters.codec import DecodeError, decode, encode
 from domain.errors import BucketUnavailableError
-from domain.models import WorkerId, WorkerRegistration
+from domain.models import KvEntry, WorkerId, WorkerRegistration
 from domain.ports import KeyValue, KeyValueBuckets
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,21 @@ class KvWorkerDirectory:
         bucket = await self._bucket()
         await bucket.delete(worker_id)
 
+    async def get(self, worker_id: WorkerId) -> WorkerRegistration | None:
+        """None also without a `workers` bucket (nobody can connect), and for an entry that
+        is not a registration."""
+        bucket = await self.buckets.workers()
+        entry = await bucket.get(worker_id) if bucket is not None else None
+        return None if entry is None else _registration(entry)
+
     async def list(self) -> list[WorkerRegistration]:
         bucket = await self._bucket()
         registrations = []
         for key in sorted(await bucket.keys()):
             entry = await bucket.get(key)
-            if entry is None:
-                continue
-            try:
-                registrations.append(decode(entry.value, WorkerRegistration))
-            except DecodeError as exc:
-                log.warning("worker entry %s is not a registration: %s", key, exc)
+            registration = None if entry is None else _registration(entry)
+            if registration is not None:
+                registrations.append(registration)
         return registrations
 
     async def _bucket(self) -> KeyValue:
@@ -46,3 +50,11 @@ class KvWorkerDirectory:
         if bucket is None:
             raise BucketUnavailableError("workers")
         return bucket
+
+
+def _registration(entry: KvEntry) -> WorkerRegistration | None:
+    try:
+        return decode(entry.value, WorkerRegistration)
+    except DecodeError as exc:
+        log.warning("worker entry %s is not a registration: %s", entry.key, exc)
+        return None

@@ -13,12 +13,14 @@ from adapters.memory.events import MemoryEventLog
 from adapters.memory.ids import UuidIds
 from adapters.memory.kv import MemoryBuckets
 from adapters.memory.leases import MemoryLeaseStore
+from adapters.memory.polls import MemoryPollAnswerStore
 from adapters.memory.probe import MemoryProbe
 from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
 from adapters.nats.events import NatsEventLog
 from adapters.nats.kv import NatsBuckets
 from adapters.nats.leases import NatsLeaseStore
+from adapters.nats.polls import NatsPollAnswerStore
 from adapters.nats.probe import NatsProbe
 from adapters.nats.queue import NatsTaskQueue
 from adapters.nats.streams import NatsStreams
@@ -27,7 +29,9 @@ from app.settings import Settings
 from domain.models import Event, TaskPayload
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.engine import EngineSimulator, ObservedEventLog, RetryPolicy
+from domain.services.locks import KeyedLocks
 from domain.services.poll import PollService
+from domain.services.release import ReleaseLeases
 from domain.services.resolve import ResolveService
 from domain.services.runs import SimulatedRuns
 from domain.services.simulator import AdvanceClock, EnqueueTask, PutSignal
@@ -86,6 +90,11 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(MemoryLeaseStore, clock=clock),
         nats=providers.Singleton(NatsLeaseStore, jetstream, clock=clock),
     )
+    poll_answers = providers.Selector(
+        backend,
+        memory=providers.Singleton(MemoryPollAnswerStore, clock=clock),
+        nats=providers.Singleton(NatsPollAnswerStore, jetstream),
+    )
     buckets = providers.Selector(
         backend,
         memory=providers.Singleton(MemoryBuckets, clock=clock),
@@ -132,9 +141,13 @@ class Container(containers.DeclarativeContainer):
         events=events,
         leases=leases,
         buckets=buckets,
+        workers=directory,
+        answers=poll_answers,
         clock=clock,
         ids=ids,
     )
+    task_locks = providers.Singleton(KeyedLocks)
+    """Resolves and lease releases of one task take turns in this process."""
     resolve_service = providers.Singleton(
         ResolveService,
         queue=queue,
@@ -143,8 +156,14 @@ class Container(containers.DeclarativeContainer):
         buckets=buckets,
         streams=streams,
         clock=clock,
+        locks=task_locks,
     )
-    worker_registry = providers.Singleton(WorkerRegistry, directory=directory, clock=clock)
+    release_leases = providers.Singleton(
+        ReleaseLeases, queue=queue, leases=leases, locks=task_locks
+    )
+    worker_registry = providers.Singleton(
+        WorkerRegistry, directory=directory, clock=clock, release=release_leases
+    )
     read_checkpoint = providers.Singleton(ReadCheckpoint, buckets=buckets)
     enqueue_task = providers.Singleton(EnqueueTask, publisher=queue, ids=ids, runs=simulated_runs)
     put_signal = providers.Singleton(PutSignal, buckets=buckets)

@@ -21,7 +21,7 @@ from adapters.http.auth import BearerAuth
 from adapters.http.problems import EXCEPTION_HANDLERS
 from adapters.http.routes import API_HANDLERS, engine_router, simulator_router
 from adapters.nats.connection import NatsOptions, connect
-from adapters.nats.kv import ensure_leases_bucket, provision_buckets
+from adapters.nats.kv import ensure_leases_bucket, ensure_polls_bucket, provision_buckets
 from adapters.nats.provision import provision_streams
 from app.container import Container
 from app.settings import Backend
@@ -98,6 +98,7 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
         # The lease bucket's TTL only collects garbage: a lease's own deadline rules, and
         # every extension re-puts it, so the TTL must outlast the longest AckWait in use.
         await ensure_leases_bucket(jetstream, max(LEASE_BUCKET_MIN_TTL, 2 * settings.ack_wait))
+        await ensure_polls_bucket(jetstream)
         container.nats.override(providers.Object(client))
         container.jetstream.override(providers.Object(jetstream))
         try:

@@ -18,6 +18,8 @@ StepId = NewType("StepId", str)
 TaskType = NewType("TaskType", str)
 LeaseId = NewType("LeaseId", str)
 WorkerId = NewType("WorkerId", str)
+PollId = NewType("PollId", str)
+"""A client-chosen idempotency key of one poll (Decision 13)."""
 DeliveryHandle = NewType("DeliveryHandle", str)
 """Opaque, serialisable token that settles one delivery (on JetStream: its reply subject)."""
 RawJson = NewType("RawJson", bytes)

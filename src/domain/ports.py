@@ -17,6 +17,8 @@ from domain.models import (
     KvEntry,
     Lease,
     OutboundEvent,
+    PolledTask,
+    PollId,
     RawJson,
     RunId,
     StepId,
@@ -176,6 +178,27 @@ class LeaseStore(Protocol):
 
     async def count(self) -> int: ...
 
+    async def held_by(self, worker_id: WorkerId) -> list[Lease]:
+        """The unexpired leases handed out to the worker, in any state (Decision 12)."""
+        ...
+
+
+class PollAnswerStore(Protocol):
+    """Answers of polls that carried a poll_id, for repeats of them (Decision 13).
+
+    An answer is kept POLL_REPLAY_WINDOW from its put, then reads as absent; with a shared
+    backend every replica reads what any replica put.
+    """
+
+    async def get(self, poll_id: PollId) -> list[PolledTask] | None: ...
+
+    async def put(self, poll_id: PollId, tasks: Sequence[PolledTask]) -> None:
+        """Keep the answer, replacing any earlier one under the same poll_id.
+
+        PayloadTooLargeError when the backend cannot hold it in one value.
+        """
+        ...
+
 
 class WorkerDirectory(Protocol):
     """Registrations of connected workers (the engine's `workers` bucket)."""
@@ -185,6 +208,10 @@ class WorkerDirectory(Protocol):
         ...
 
     async def deregister(self, worker_id: WorkerId) -> None: ...
+
+    async def get(self, worker_id: WorkerId) -> WorkerRegistration | None:
+        """The worker's registration; None when it is not connected (or there is no bucket)."""
+        ...
 
     async def list(self) -> list[WorkerRegistration]: ...
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Final
 
 from domain.errors import InvalidRequestError
-from domain.models import FailureType, RawJson, RunId, StepFailed, StepId, TaskType
+from domain.models import FailureType, PollId, RawJson, RunId, StepFailed, StepId, TaskType
 
 STEP_STARTED: Final = "step.started"
 STEP_COMPLETED: Final = "step.completed"
@@ -43,10 +43,14 @@ DISPATCH_FAILURE_DELAY: Final = timedelta(seconds=5)
 SIGNAL_WAIT_TICK: Final = timedelta(seconds=15)
 LEASE_GRACE: Final = timedelta(seconds=30)
 """A lease outlives the consumer's AckWait by this much (Decision 8)."""
+POLL_REPLAY_WINDOW: Final = timedelta(seconds=60)
+"""How long a repeat of a poll with the same poll_id answers the same tasks (Decision 13)."""
+MAX_POLL_ID_CHARS: Final = 128
 UNSPECIFIED_ERROR: Final = "unspecified error"
 FAILURE_TYPE_ALIASES: Final = {"permanent": FailureType.NON_RETRIABLE}
 
 _RETRIABLE: Final = FailureType.RETRIABLE
+_POLL_ID: Final = re.compile(r"[A-Za-z0-9_-]+")
 _KV_KEY: Final = re.compile(r"[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*")
 _TASK_TYPE_BYTES: Final = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -143,6 +147,24 @@ def validate_task_types(task_types: Sequence[str]) -> list[TaskType]:
 def clamp_max_tasks(max_tasks: int) -> int:
     """0 or less means 1; the Go bridge has no upper bound (B10), this one has 256."""
     return min(max(max_tasks, 1), MAX_POLL_TASKS)
+
+
+def poll_room(requested: int, cap: int | None, held: int) -> int:
+    """How many tasks a poll may take (Decision 12): what it asked for, and no more than the
+    worker's registered `max_tasks` less the leases it holds; 0 or less means none. A worker
+    that is not connected has no cap (None)."""
+    return requested if cap is None else min(requested, cap - held)
+
+
+def validate_poll_id(value: str) -> PollId:
+    """1 to 128 characters of [A-Za-z0-9_-]: a KV key of one token on every backend."""
+    if len(value) > MAX_POLL_ID_CHARS or _POLL_ID.fullmatch(value) is None:
+        raise InvalidRequestError(
+            f"invalid poll_id {go_quote(value)}: use 1 to {MAX_POLL_ID_CHARS} letters, "
+            "digits, - and _",
+            "poll_id",
+        )
+    return PollId(value)
 
 
 def poll_timeout(timeout_ms: int) -> timedelta:

@@ -15,8 +15,14 @@ from adapters.codec import decode, encode
 from adapters.memory.clock import SystemClock
 from adapters.memory.ids import UuidIds
 from adapters.nats.events import NatsEventLog
-from adapters.nats.kv import NatsBuckets, ensure_leases_bucket, provision_buckets
+from adapters.nats.kv import (
+    NatsBuckets,
+    ensure_leases_bucket,
+    ensure_polls_bucket,
+    provision_buckets,
+)
 from adapters.nats.leases import NatsLeaseStore
+from adapters.nats.polls import NatsPollAnswerStore
 from adapters.nats.provision import provision_streams
 from adapters.nats.queue import NatsTaskQueue
 from adapters.nats.streams import NatsStreams
@@ -45,12 +51,13 @@ class NatsHarness(DrivesUseCases):
         self.events = NatsEventLog(self.js, encode, lambda data: decode(data, Event))
         self.leases = NatsLeaseStore(self.js, clock=self.clock)
         ids = UuidIds()
-        self.poll, self.resolve = use_cases(
+        self.poll, self.resolve, _ = use_cases(
             queue=self.queue,
             events=self.events,
             leases=self.leases,
             buckets=NatsBuckets(self.js),
             streams=NatsStreams(self.nc),
+            answers=NatsPollAnswerStore(self.js),
             clock=self.clock,
             ids=ids,
         )
@@ -63,6 +70,7 @@ async def open_harness(url: str) -> NatsHarness:
     await provision_streams(js)
     await provision_buckets(js)
     await ensure_leases_bucket(js, LEASE_BUCKET_TTL)
+    await ensure_polls_bucket(js)
     return NatsHarness(nc, js)
 
 

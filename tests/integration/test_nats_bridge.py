@@ -58,8 +58,8 @@ def enqueue(url: str, task_type: str, run_id: str, **fields: Any) -> None:
     assert response.status_code == 201, response.text
 
 
-def poll(url: str, task_type: str, timeout_ms: int = 5_000) -> list[dict[str, Any]]:
-    body = {"task_types": [task_type], "timeout_ms": timeout_ms}
+def poll(url: str, task_type: str, timeout_ms: int = 5_000, **fields: Any) -> list[dict[str, Any]]:
+    body = {"task_types": [task_type], "timeout_ms": timeout_ms, **fields}
     response = httpx.post(f"{url}/v1/tasks/poll", json=body, timeout=timeout_ms / 1000 + 5)
     assert response.status_code == 200, response.text
     tasks: list[dict[str, Any]] = response.json()
@@ -364,3 +364,70 @@ def test_an_output_too_large_for_nats_is_413_and_leaves_the_task_open(
     assert too_large.status_code == 413, too_large.text
     assert completed.status_code == 200
     assert events(bridge.url, run_id)[-1]["payload"] == "small"
+
+
+def test_a_connected_worker_is_capped_and_its_tasks_come_back_at_once_when_it_leaves(
+    bridge: BridgeProcess,
+) -> None:
+    task_type, worker_id = unique("t"), unique("w")
+    runs = [unique("r1-"), unique("r2-"), unique("r3-")]
+    for run_id in runs:
+        enqueue(bridge.url, task_type, run_id)
+    body = {"worker_id": worker_id, "task_types": [task_type], "max_tasks": 2}
+
+    with httpx.stream("POST", f"{bridge.url}/v1/workers/connect", json=body) as stream:
+        assert stream.status_code == 200  # registered before the stream opens
+        capped = poll(bridge.url, task_type, max_tasks=5, worker_id=worker_id)
+        started = time.monotonic()
+        at_cap = poll(bridge.url, task_type, timeout_ms=20_000, max_tasks=5, worker_id=worker_id)
+        at_cap_took = time.monotonic() - started
+        (third,) = poll(bridge.url, task_type, max_tasks=5)
+    released: list[dict[str, Any]] = []
+    started = time.monotonic()
+    while len(released) < 2 and time.monotonic() - started < CONDITION_TIMEOUT_S:
+        released += poll(bridge.url, task_type, timeout_ms=1_000, max_tasks=5)
+    release_took = time.monotonic() - started
+
+    assert [t["run_id"] for t in capped] == runs[:2]
+    assert at_cap == []
+    assert at_cap_took < 5
+    assert third["run_id"] == runs[2]
+    assert sorted((t["run_id"], t["attempt"]) for t in released) == [(runs[0], 2), (runs[1], 2)]
+    assert release_took < CONDITION_TIMEOUT_S  # AckWait is 5 minutes
+    assert f"released 2 task(s) of worker {worker_id}" in bridge.log.read_text()
+    history = events(bridge.url, runs[0])
+    assert [(e["type"], e.get("worker_id")) for e in history] == [
+        ("step.started", worker_id),
+        ("step.started", None),
+    ]
+    stale = resolve(
+        bridge.url, capped[0]["task_id"], action="complete", lease_id=capped[0]["lease_id"]
+    )
+    assert stale.status_code == 409
+
+
+def test_a_poll_repeated_on_another_bridge_answers_the_same_tasks_and_leases(
+    tmp_path: Path, nats_server: EmbeddedNats, bridge: BridgeProcess
+) -> None:
+    other = on_nats(tmp_path, nats_server.url)
+    task_type, poll_id = unique("t"), unique("poll-")
+    runs = [unique("r1-"), unique("r2-")]
+    try:
+        for run_id in runs:
+            enqueue(bridge.url, task_type, run_id, input={"run": run_id})
+        first = poll(bridge.url, task_type, max_tasks=1, poll_id=poll_id)
+        repeat = poll(other.url, task_type, max_tasks=1, poll_id=poll_id)
+        rest = poll(other.url, task_type, max_tasks=5, timeout_ms=1_000)
+        done = resolve(
+            other.url, first[0]["task_id"], action="complete", lease_id=first[0]["lease_id"]
+        )
+        after_settled = poll(other.url, task_type, max_tasks=1, poll_id=poll_id, timeout_ms=1_000)
+    finally:
+        other.stop()
+
+    assert repeat == first
+    assert [(t["run_id"], t["input"]) for t in first] == [(runs[0], {"run": runs[0]})]
+    assert [(t["run_id"], t["attempt"]) for t in rest] == [(runs[1], 1)]
+    assert done.status_code == 200
+    assert after_settled == []
+    assert [e["type"] for e in events(bridge.url, runs[0])] == ["step.started", "step.completed"]

@@ -15,10 +15,17 @@ from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_OP
 
-from adapters.nats.kv import NatsBuckets, NatsKeyValue, ensure_leases_bucket, provision_buckets
+from adapters.nats.kv import (
+    NatsBuckets,
+    NatsKeyValue,
+    ensure_leases_bucket,
+    ensure_polls_bucket,
+    provision_buckets,
+)
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
     LEASES_BUCKET,
+    POLLS_BUCKET,
     SIGNALS_BUCKET,
     WORKERS_TTL,
 )
@@ -149,6 +156,45 @@ async def test_keys_and_entries_list_the_keys_holding_a_value(kv: NatsKeyValue) 
 
     assert sorted(keys) == ["a", "b"]
     assert sorted((e.key, e.value, e.revision) for e in entries) == [("a", b"3", 3), ("b", b"2", 2)]
+
+
+async def test_latest_reads_every_value_through_one_consumer_it_removes_after(
+    kv: NatsKeyValue,
+) -> None:
+    await kv.put("a", b"1")
+    await kv.put("run-1.s1", b"2")
+    await kv.put("a", b"3")
+    await kv.put("c", b"4")
+    await kv.delete("c")
+    await kv.put("d", b"5")
+    await kv.bucket.purge("d")
+    before = await kv.entries()
+
+    latest = await kv.latest()
+
+    pairs = zip(
+        sorted(latest, key=lambda e: e.key), sorted(before, key=lambda e: e.key), strict=True
+    )
+    # nats-py reads a delivered message's time as float seconds: equal to a microsecond.
+    assert all(abs(got.created - read.created) <= timedelta(microseconds=1) for got, read in pairs)
+    assert sorted((e.key, e.value, e.revision) for e in latest) == [
+        ("a", b"3", 3),
+        ("run-1.s1", b"2", 2),
+    ]
+    assert await consumer_count(kv) == 0
+
+
+async def test_latest_reads_a_bucket_larger_than_one_batch(kv: NatsKeyValue) -> None:
+    await asyncio.gather(*(kv.put(f"k{n}", str(n).encode()) for n in range(1_500)))
+
+    latest = await kv.latest()
+
+    assert sorted(int(e.value) for e in latest) == list(range(1_500))
+
+
+async def test_latest_of_an_empty_bucket_is_empty(kv: NatsKeyValue) -> None:
+    assert await kv.latest() == []
+    assert await consumer_count(kv) == 0
 
 
 async def test_an_entry_reads_as_absent_once_the_bucket_ttl_has_passed(
@@ -370,6 +416,18 @@ async def test_the_lease_bucket_is_created_once_with_its_ttl(own_js: JetStreamCo
     status = await (await own_js.key_value(LEASES_BUCKET)).status()
 
     assert status.ttl == 3600
+    assert not status.stream_info.config.allow_direct
+
+
+async def test_the_poll_bucket_is_created_once_with_the_replay_window_as_ttl(
+    own_js: JetStreamContext,
+) -> None:
+    await ensure_polls_bucket(own_js)
+    await ensure_polls_bucket(own_js)
+
+    status = await (await own_js.key_value(POLLS_BUCKET)).status()
+
+    assert status.ttl == 60
     assert not status.stream_info.config.allow_direct
 
 

@@ -247,3 +247,21 @@ async def test_an_unreadable_lease_is_a_backend_fault(
 
     with pytest.raises(BackendError, match="unreadable lease"):
         await store.get(TASK)
+
+
+async def test_held_by_lists_the_live_leases_of_the_worker_in_any_state(
+    store: NatsLeaseStore, clock: ManualClock
+) -> None:
+    mine = await store.put(lease("a", TaskId("run-1.a")))
+    settled = await store.put(lease("b", TaskId("run-1.b")))
+    settled = await store.replace(attrs.evolve(settled, state=LeaseState.SETTLED))
+    await store.put(attrs.evolve(lease("c", TaskId("run-1.c")), worker_id=WorkerId("w-10")))
+    await store.put(attrs.evolve(lease("d", TaskId("run-1.d")), worker_id=None))
+    superseded = await store.put(lease("e", TaskId("run-1.e")))
+    await store.put(attrs.evolve(superseded, lease_id=LeaseId("e2"), worker_id=WorkerId("w-2")))
+
+    held = await store.held_by(WorkerId("w-1"))
+    clock.advance(LIFETIME)
+
+    assert sorted(held, key=lambda h: h.task_id) == [mine, settled]
+    assert await store.held_by(WorkerId("w-1")) == []

@@ -32,6 +32,9 @@ def test_every_provider_of_the_container_resolves() -> None:
     assert all(value is not None for value in resolved.values())
     assert resolved["poll_service"].queue is resolved["queue"]
     assert resolved["resolve_service"].leases is resolved["poll_service"].leases
+    assert resolved["release_leases"].locks is resolved["resolve_service"].locks
+    assert resolved["worker_registry"].release is resolved["release_leases"]
+    assert resolved["poll_service"].answers is resolved["poll_answers"]
 
 
 def test_a_flag_wins_over_its_environment_variable_which_wins_over_the_default() -> None:

@@ -14,7 +14,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters.codec import DecodeError, decode, encode, format_timestamp, parse_timestamp
+from adapters.codec import (
+    DecodeError,
+    decode,
+    decode_list,
+    encode,
+    format_timestamp,
+    parse_timestamp,
+)
 from domain.models import (
     Event,
     FailureType,
@@ -156,6 +163,23 @@ def test_polled_task_round_trips(task: PolledTask) -> None:
     decoded = decode(data, PolledTask)
 
     assert decoded == task
+
+
+@given(st.lists(polled_tasks, max_size=4))
+def test_a_poll_answer_round_trips_as_a_list(tasks: list[PolledTask]) -> None:
+    data = encode(tasks)
+
+    decoded = decode_list(data, PolledTask)
+
+    assert decoded == tasks
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'"a"', b"[1", b"[1]"])
+def test_decode_list_refuses_what_is_not_an_array_of_objects(body: bytes) -> None:
+    with pytest.raises(DecodeError) as raised:
+        decode_list(body, PolledTask)
+
+    assert str(raised.value).startswith("invalid JSON:")
 
 
 @given(raw_payload_events)

@@ -10,6 +10,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.main import create_app
+from domain.models import TaskType, WorkerId
+from domain.services.workers import ConnectCommand
 from tests.factories import memory_container
 
 NO_WAIT = 1
@@ -224,6 +226,12 @@ async def test_wait_signal_times_out_with_408(client: AsyncTestClient[Any]) -> N
         ('{"task_types":["has space"]}', 400, 'illegal character " "', "task_types"),
         ('{"task_types":[".a"]}', 400, "must not start or end with '.'", "task_types"),
         ('{"task_types":["a..b"]}', 400, "empty subject token", "task_types"),
+        ('{"task_types":["a"],"worker_id":"w 1"}', 400, 'invalid worker_id "w 1"', "worker_id"),
+        ('{"task_types":["a"],"poll_id":""}', 400, 'invalid poll_id ""', "poll_id"),
+        ('{"task_types":["a"],"poll_id":"a.b"}', 400, 'invalid poll_id "a.b"', "poll_id"),
+        ('{"task_types":["a"],"poll_id":"p 1"}', 400, "invalid poll_id", "poll_id"),
+        (f'{{"task_types":["a"],"poll_id":"{"p" * 129}"}}', 400, "invalid poll_id", "poll_id"),
+        ('{"task_types":["a"],"poll_id":7}', 400, "invalid JSON", "poll_id"),
     ],
 )
 async def test_bad_poll_bodies_are_400_naming_the_field(
@@ -355,3 +363,53 @@ async def test_bad_connect_bodies_are_400_before_any_stream_opens(
     response = await client.post("/v1/workers/connect", content=body)
 
     assert_problem(response, 400, detail, field)
+
+
+async def test_a_repeated_poll_id_answers_the_same_tasks_and_leases(
+    client: AsyncTestClient[Any],
+) -> None:
+    await enqueue(client, run_id="r1", input={"n": 1})
+    await enqueue(client, run_id="r2")
+    body = {"task_types": ["email.send"], "timeout_ms": NO_WAIT, "poll_id": "poll-7_a"}
+
+    first = await client.post("/v1/tasks/poll", json=body)
+    repeat = await client.post("/v1/tasks/poll", json=body)
+    fresh = await poll_one(client)
+
+    assert first.status_code == repeat.status_code == 200
+    assert repeat.content == first.content
+    (task,) = first.json()
+    assert (task["run_id"], task["input"]) == ("r1", {"n": 1})
+    assert (fresh["run_id"], fresh["attempt"]) == ("r2", 1)
+    assert [e["type"] for e in await events_of(client, "r1")] == ["step.started"]
+
+
+async def test_a_connected_worker_polls_up_to_its_max_tasks_and_frees_them_on_leaving() -> None:
+    container = memory_container()
+    registry = container.worker_registry()
+    worker = ConnectCommand(worker_id=WorkerId("w1"), task_types=[TaskType("t")], max_tasks=2)
+    async with AsyncTestClient(app=create_app(container)) as client:
+        for run_id in ("r1", "r2", "r3"):
+            await enqueue(client, task_type="t", run_id=run_id)
+        await registry.open_session(worker)
+        body = {"task_types": ["t"], "max_tasks": 5, "timeout_ms": 30_000, "worker_id": "w1"}
+
+        capped = await client.post("/v1/tasks/poll", json=body)
+        at_cap = await client.post("/v1/tasks/poll", json=body)
+        await registry.close_session(worker.worker_id)
+        after = await client.post(
+            "/v1/tasks/poll", json={"task_types": ["t"], "max_tasks": 5, "timeout_ms": NO_WAIT}
+        )
+        events = await events_of(client, "r1")
+
+    assert [t["run_id"] for t in capped.json()] == ["r1", "r2"]
+    assert at_cap.content == b"[]"
+    assert sorted((t["run_id"], t["attempt"]) for t in after.json()) == [
+        ("r1", 2),
+        ("r2", 2),
+        ("r3", 1),
+    ]
+    assert [(e["type"], e.get("worker_id")) for e in events] == [
+        ("step.started", "w1"),
+        ("step.started", None),
+    ]

@@ -19,6 +19,7 @@ from domain.models import (
     StepId,
     TaskId,
     TaskType,
+    WorkerId,
 )
 
 TASK = TaskId("run-1.s1")
@@ -149,3 +150,34 @@ async def test_count_counts_unexpired_leases(store: MemoryLeaseStore, clock: Man
 
     assert before == 2
     assert await store.count() == 1
+
+
+async def test_held_by_lists_the_live_leases_of_the_worker_in_any_state(
+    store: MemoryLeaseStore, clock: ManualClock
+) -> None:
+    w1, w2 = WorkerId("w1"), WorkerId("w2")
+    first = await store.put(attrs.evolve(lease("a", TaskId("r.a")), worker_id=w1))
+    settled = await store.put(attrs.evolve(lease("b", TaskId("r.b")), worker_id=w1))
+    settled = await store.replace(attrs.evolve(settled, state=LeaseState.SETTLED))
+    await store.put(attrs.evolve(lease("c", TaskId("r.c")), worker_id=w2))
+    await store.put(lease("d", TaskId("r.d")))
+
+    held = await store.held_by(w1)
+    clock.advance(LIFETIME)
+
+    assert sorted(held, key=lambda held_lease: held_lease.task_id) == [first, settled]
+    assert await store.held_by(w1) == []
+
+
+async def test_held_by_follows_a_task_to_the_worker_of_its_newest_lease(
+    store: MemoryLeaseStore,
+) -> None:
+    w1, w2 = WorkerId("w1"), WorkerId("w2")
+    await store.put(attrs.evolve(lease("old"), worker_id=w1))
+
+    newer = await store.put(attrs.evolve(lease("new"), worker_id=w2))
+
+    assert await store.held_by(w1) == []
+    assert await store.held_by(w2) == [newer]
+    await store.delete(TASK, "new")
+    assert await store.held_by(w2) == []

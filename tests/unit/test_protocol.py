@@ -29,9 +29,11 @@ from domain.protocol import (
     is_valid_attempt,
     parse_failure_type,
     pause_marker,
+    poll_room,
     poll_timeout,
     require_duration_ms,
     validate_id_token,
+    validate_poll_id,
     validate_task_type,
     validate_task_types,
 )
@@ -472,3 +474,35 @@ def test_validate_id_token_rejects_any_character_outside_the_alphabet(
         validate_id_token(prefix + illegal + suffix, "run_id")
 
     assert raised.value.field == "run_id"
+
+
+# --- poll_id and the cap of a worker (Decisions 12 and 13) -----------------------------------
+
+
+@given(st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=128))
+def test_validate_poll_id_accepts_1_to_128_letters_digits_dash_and_underscore(value: str) -> None:
+    assert validate_poll_id(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "a" * 129, "a.b", "has space", "a/b", "é", "p*", "\uff41"])
+def test_validate_poll_id_rejects_anything_else_naming_the_field(value: str) -> None:
+    with pytest.raises(InvalidRequestError, match="invalid poll_id") as raised:
+        validate_poll_id(value)
+
+    assert raised.value.field == "poll_id"
+
+
+@given(st.integers(1, 256), st.integers(1, 256), st.integers(0, 300))
+def test_poll_room_never_exceeds_the_request_nor_what_the_cap_leaves(
+    requested: int, cap: int, held: int
+) -> None:
+    room = poll_room(requested, cap, held)
+
+    assert room <= requested
+    assert room <= cap - held
+    assert room == requested or room == cap - held
+
+
+@given(st.integers(1, 256), st.integers(0, 300))
+def test_poll_room_without_a_cap_is_the_request(requested: int, held: int) -> None:
+    assert poll_room(requested, None, held) == requested

@@ -17,6 +17,7 @@ from domain.protocol import (
     clamp_max_tasks,
     poll_timeout,
     validate_kv_key,
+    validate_poll_id,
     validate_task_types,
 )
 from domain.services.poll import PollCommand
@@ -39,6 +40,7 @@ class PollBody:
     max_tasks: int = 0
     timeout_ms: int = 0
     worker_id: str | None = None
+    poll_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -121,9 +123,8 @@ def to_poll_command(body: PollBody, abandoned: asyncio.Event) -> PollCommand:
         task_types=validate_task_types(body.task_types),
         max_tasks=clamp_max_tasks(body.max_tasks),
         timeout=poll_timeout(body.timeout_ms),
-        worker_id=WorkerId(validate_kv_key(body.worker_id, "worker_id"))
-        if body.worker_id
-        else None,
+        worker_id=_worker_id(body.worker_id),
+        poll_id=validate_poll_id(body.poll_id) if body.poll_id is not None else None,
         abandoned=abandoned,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from domain.errors import LeaseRevisionError
-from domain.models import Lease, TaskId
+from domain.models import Lease, TaskId, WorkerId
 from domain.ports import Clock
 
 
@@ -13,11 +13,13 @@ from domain.ports import Clock
 class MemoryLeaseStore:
     """LeaseStore for one process. Mutable on purpose: it is the store.
 
-    A lease whose deadline has come reads as absent, and cannot be replaced.
+    A lease whose deadline has come reads as absent, and cannot be replaced. The tasks of
+    each worker are indexed, so `held_by` costs what the worker holds, not what the store does.
     """
 
     clock: Clock
     _leases: dict[TaskId, Lease] = attrs.field(init=False, factory=dict)
+    _by_worker: dict[WorkerId, set[TaskId]] = attrs.field(init=False, factory=dict)
     _revision: int = attrs.field(init=False, default=0)
 
     async def get(self, task_id: TaskId) -> Lease | None:
@@ -40,24 +42,40 @@ class MemoryLeaseStore:
     async def delete(self, task_id: TaskId, lease_id: str) -> None:
         stored = self._leases.get(task_id)
         if stored is not None and stored.lease_id == lease_id:
-            del self._leases[task_id]
+            self._remove(task_id)
 
     async def count(self) -> int:
         now = self.clock.now()
         return sum(1 for lease in self._leases.values() if lease.deadline > now)
+
+    async def held_by(self, worker_id: WorkerId) -> list[Lease]:
+        leases = (self._live(task_id) for task_id in self._by_worker.get(worker_id, ()))
+        return [lease for lease in leases if lease is not None]
 
     def _live(self, task_id: TaskId) -> Lease | None:
         lease = self._leases.get(task_id)
         return lease if lease is not None and lease.deadline > self.clock.now() else None
 
     def _store(self, lease: Lease) -> Lease:
+        self._remove(lease.task_id)
         self._revision += 1
         stored = attrs.evolve(lease, revision=self._revision)
         self._leases[lease.task_id] = stored
+        if stored.worker_id is not None:
+            self._by_worker.setdefault(stored.worker_id, set()).add(stored.task_id)
         return stored
+
+    def _remove(self, task_id: TaskId) -> None:
+        removed = self._leases.pop(task_id, None)
+        if removed is None or removed.worker_id is None:
+            return
+        tasks = self._by_worker[removed.worker_id]
+        tasks.discard(task_id)
+        if not tasks:
+            del self._by_worker[removed.worker_id]
 
     def _forget_expired(self) -> None:
         # Settled leases are never deleted, only left to expire, so drop them to stay bounded.
         now = self.clock.now()
         for task_id in [t for t, lease in self._leases.items() if lease.deadline <= now]:
-            del self._leases[task_id]
+            self._remove(task_id)

@@ -14,7 +14,14 @@ from typing import Final
 
 import attrs
 import nats.errors
-from nats.js.api import KeyValueConfig, RawStreamMsg
+from nats.aio.msg import Msg
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RawStreamMsg,
+)
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
     APIError,
@@ -29,13 +36,14 @@ from adapters.nats.errors import translated
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
     LEASES_BUCKET,
+    POLLS_BUCKET,
     SIGNALS_BUCKET,
     WORKERS_BUCKET,
     WORKERS_TTL,
 )
 from domain.errors import BackendError
 from domain.models import KvEntry
-from domain.protocol import is_kv_key, validate_kv_key
+from domain.protocol import POLL_REPLAY_WINDOW, is_kv_key, validate_kv_key
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ WATCH_IDLE: Final = timedelta(seconds=5)
 """How long the server keeps a stopped watch's consumer (nats-py's default is 5 minutes)."""
 MISSING_BUCKET_RECHECK: Final = timedelta(seconds=2)
 """How long a bucket found missing reads as missing before it is looked up again."""
+SCAN_BATCH: Final = 1_000
+SCAN_FETCH_TIMEOUT_S: Final = 5.0
 
 
 def check_key(key: str) -> str:
@@ -129,6 +139,55 @@ class NatsKeyValue:
         found = [await self._get(key) for key in keys if is_kv_key(key)]
         return [entry for entry in found if entry is not None]
 
+    async def latest(self) -> list[KvEntry]:
+        """Every key's current value, through one ephemeral consumer that delivers the last
+        message of each key: a few round trips for the whole bucket where `entries` makes
+        one per key (2,000 keys: about 70 ms against 650 ms on loopback), still O(keys).
+
+        Reads until the consumer has nothing pending, so values put meanwhile may be in.
+        An entry's `created` is exact to a microsecond (nats-py reads it as float seconds).
+        """
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=f"{self._prefix}>",
+            mem_storage=True,
+            num_replicas=1,
+            # The server drops the consumer by itself if this process dies before it does.
+            inactive_threshold=self.watch_idle.total_seconds(),
+        )
+        with translated(f"scan KV {self.name}"):
+            info = await self.js.add_consumer(self.stream, config)
+            if info.name is None:
+                raise BackendError(f"scan KV {self.name}: consumer created without a name")
+            try:
+                return await self._read_all(info.name, info.num_pending or 0)
+            finally:
+                await _delete_consumer(self.js, self.stream, info.name)
+
+    async def _read_all(self, consumer: str, pending: int) -> list[KvEntry]:
+        subscription = await self.js.pull_subscribe_bind(consumer, stream=self.stream)
+        found: list[KvEntry] = []
+        try:
+            while pending > 0:
+                msgs = await subscription.fetch(
+                    batch=min(pending, SCAN_BATCH), timeout=SCAN_FETCH_TIMEOUT_S
+                )
+                found.extend(self._from_msg(msg) for msg in msgs if not _is_marker_msg(msg))
+                pending = msgs[-1].metadata.num_pending
+        finally:
+            await subscription.unsubscribe()
+        return found
+
+    def _from_msg(self, msg: Msg) -> KvEntry:
+        metadata = msg.metadata
+        return KvEntry(
+            key=msg.subject.removeprefix(self._prefix),
+            value=msg.data,
+            revision=metadata.sequence.stream,
+            created=metadata.timestamp,
+        )
+
     async def wait_for_value(self, key: str, timeout: timedelta) -> KvEntry | None:
         """The key's value if it has one, else the first value put before the timeout.
 
@@ -190,8 +249,23 @@ class NatsKeyValue:
 
 def _is_marker(msg: RawStreamMsg) -> bool:
     """A delete or purge marker, by the client (KV-Operation) or by the server (TTL)."""
-    headers = msg.headers or {}
+    return _is_marker_headers(msg.headers or {})
+
+
+def _is_marker_msg(msg: Msg) -> bool:
+    return _is_marker_headers(msg.headers or {})
+
+
+def _is_marker_headers(headers: dict[str, str]) -> bool:
     return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or KV_MARKER_REASON in headers
+
+
+async def _delete_consumer(js: JetStreamContext, stream: str, name: str) -> None:
+    """Best effort: an ephemeral consumer left behind goes after its inactive threshold."""
+    try:
+        await js.delete_consumer(stream, name)
+    except nats.errors.Error as exc:
+        log.warning("scan consumer %s on %s not deleted: %s", name, stream, exc)
 
 
 async def _stop(watcher: Bucket.KeyWatcher) -> None:
@@ -280,6 +354,15 @@ async def ensure_leases_bucket(js: JetStreamContext, ttl: timedelta) -> None:
     # read back as written.
     await _create_if_absent(
         js, KeyValueConfig(bucket=LEASES_BUCKET, ttl=ttl.total_seconds(), direct=False)
+    )
+
+
+async def ensure_polls_bucket(js: JetStreamContext) -> None:
+    """Create the bridge's bucket of poll answers when absent: its TTL is the replay window,
+    so an answer is gone POLL_REPLAY_WINDOW after its put (Decision 13)."""
+    await _create_if_absent(
+        js,
+        KeyValueConfig(bucket=POLLS_BUCKET, ttl=POLL_REPLAY_WINDOW.total_seconds(), direct=False),
     )
 
 

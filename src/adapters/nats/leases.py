@@ -13,7 +13,7 @@ from adapters.codec import DecodeError, decode, encode
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import KvEntry, Lease, TaskId
+from domain.models import KvEntry, Lease, TaskId, WorkerId
 from domain.ports import Clock
 
 _UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
@@ -86,7 +86,17 @@ class NatsLeaseStore:
     async def count(self) -> int:
         """Unexpired leases; reads the whole bucket (for metrics and tests)."""
         kv = await self._bound()
-        return sum(1 for entry in await kv.entries() if self._live(_decode(entry)))
+        return sum(1 for entry in await kv.latest() if self._live(_decode(entry)))
+
+    async def held_by(self, worker_id: WorkerId) -> list[Lease]:
+        """The worker's unexpired leases. There is no index by worker: this scans the whole
+        bucket, O(leases in it, settled ones kept for replays included), through one
+        consumer (`NatsKeyValue.latest`); only values that name the worker are decoded."""
+        kv = await self._bound()
+        # The codec writes compact JSON, and a worker id needs no escaping (a KV key).
+        needle = b'"worker_id":"' + worker_id.encode() + b'"'
+        leases = [_decode(entry) for entry in await kv.latest() if needle in entry.value]
+        return [lease for lease in leases if lease.worker_id == worker_id and self._live(lease)]
 
     async def _stored(self, task_id: TaskId) -> Lease | None:
         kv = await self._bound()

@@ -1,8 +1,10 @@
-"""Poll: hand out tasks under leases, each preceded by its step.started event."""
+"""Poll: hand out tasks under leases, each preceded by its step.started event; caps per
+worker (Decision 12) and replays by poll_id (Decision 13)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -14,15 +16,26 @@ from domain.models import (
     Event,
     Lease,
     LeaseId,
+    LeaseState,
     OutboundEvent,
     PolledTask,
+    PollId,
     RawJson,
     TaskPayload,
     TaskType,
     WorkerId,
     task_id_of,
 )
-from domain.ports import Clock, EventLog, IdSource, KeyValueBuckets, LeaseStore, TaskQueue
+from domain.ports import (
+    Clock,
+    EventLog,
+    IdSource,
+    KeyValueBuckets,
+    LeaseStore,
+    PollAnswerStore,
+    TaskQueue,
+    WorkerDirectory,
+)
 from domain.protocol import (
     DISPATCH_FAILURE_DELAY,
     LEASE_GRACE,
@@ -30,7 +43,9 @@ from domain.protocol import (
     attempt_of,
     event_msg_id,
     is_valid_attempt,
+    poll_room,
 )
+from domain.services.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +58,7 @@ class PollCommand:
     max_tasks: int
     timeout: timedelta
     worker_id: WorkerId | None = None
+    poll_id: PollId | None = None
     abandoned: asyncio.Event | None = None
     """Set when the client has gone: the poll stops waiting and releases what it holds."""
 
@@ -54,23 +70,54 @@ class PollService:
     Answers as soon as it holds a task and nothing more is ready. A type that faults is
     left out of the rest of the poll; the poll fails only when it got nothing and a type
     faulted (the first fault is raised).
+
+    With a `worker_id` that is connected (registered in `workers`), the worker's registered
+    `max_tasks` caps its leases in flight: the poll takes at most that less the unsettled
+    leases the worker holds, and answers [] at once when that is nothing. A worker_id that
+    is not connected is served without a cap, as a poll without one is: the cap is the
+    connected worker's own promise, and nothing else tells how much a stranger can take.
+
+    With a `poll_id`, a non-empty answer is kept POLL_REPLAY_WINDOW, and a repeat answers
+    the same tasks and leases (those still current and active) instead of fetching. Repeats
+    in this process wait for the first to answer; an empty answer is not kept.
     """
 
     queue: TaskQueue
     events: EventLog
     leases: LeaseStore
     buckets: KeyValueBuckets
+    workers: WorkerDirectory
+    answers: PollAnswerStore
     clock: Clock
     ids: IdSource
+    poll_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
+    worker_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
+    """Held while counting a capped worker's leases and taking tasks, so that this
+    process's concurrent polls of one worker never take more than its cap together."""
 
     async def __call__(self, cmd: PollCommand) -> list[PolledTask]:
+        if cmd.poll_id is None:
+            return await self._poll(cmd)
+        async with self.poll_locks.hold(cmd.poll_id):
+            replayed = await self._replay(cmd.poll_id)
+            if replayed is not None:
+                return replayed
+            tasks = await self._poll(cmd)
+            if tasks:
+                await self._remember(cmd.poll_id, tasks)
+            return tasks
+
+    async def _poll(self, cmd: PollCommand) -> list[PolledTask]:
         deadline = self.clock.now() + cmd.timeout
+        cap = await self._cap(cmd.worker_id)
         types = list(cmd.task_types)
         faults: list[DomainError] = []
         while True:
-            tasks = await self._fetch_pass(cmd, types, faults)
+            async with self._counting(cmd.worker_id, cap):
+                room = poll_room(cmd.max_tasks, cap, await self._in_flight(cmd.worker_id, cap))
+                tasks = await self._fetch_pass(cmd, room, types, faults) if room > 0 else []
             left = deadline - self.clock.now()
-            if tasks or not types or left <= NO_WAIT or self._abandoned(cmd):
+            if tasks or room <= 0 or not types or left <= NO_WAIT or self._abandoned(cmd):
                 break
             await self._wait(cmd, types, left)
         if self._abandoned(cmd):
@@ -79,6 +126,56 @@ class PollService:
         if not tasks and faults:
             raise faults[0]
         return tasks
+
+    async def _cap(self, worker_id: WorkerId | None) -> int | None:
+        """The connected worker's registered max_tasks; None (no cap) for anyone else."""
+        if worker_id is None:
+            return None
+        registration = await self.workers.get(worker_id)
+        # A native registration may say 0 (unset): that promises nothing either.
+        if registration is None or registration.max_tasks <= 0:
+            return None
+        return registration.max_tasks
+
+    def _counting(
+        self, worker_id: WorkerId | None, cap: int | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if worker_id is None or cap is None:
+            return contextlib.nullcontext()
+        return self.worker_locks.hold(worker_id)
+
+    async def _in_flight(self, worker_id: WorkerId | None, cap: int | None) -> int:
+        """The worker's leases not settled yet (a settling one still holds its slot)."""
+        if worker_id is None or cap is None:
+            return 0
+        held = await self.leases.held_by(worker_id)
+        return sum(1 for lease in held if lease.state is not LeaseState.SETTLED)
+
+    async def _replay(self, poll_id: PollId) -> list[PolledTask] | None:
+        """The kept answer, less the tasks whose lease was settled or superseded since."""
+        answered = await self.answers.get(poll_id)
+        if answered is None:
+            return None
+        held = [task for task in answered if await self._still_held(task)]
+        log.info(
+            "poll %s repeated: %d of its %d task(s) replayed", poll_id, len(held), len(answered)
+        )
+        return held
+
+    async def _still_held(self, task: PolledTask) -> bool:
+        lease = await self.leases.get(task.task_id)
+        return (
+            lease is not None
+            and lease.lease_id == task.lease_id
+            and lease.state is LeaseState.ACTIVE
+        )
+
+    async def _remember(self, poll_id: PollId, tasks: list[PolledTask]) -> None:
+        """Keep the answer for repeats; if it cannot be kept, it is still given."""
+        try:
+            await self.answers.put(poll_id, tasks)
+        except DomainError as exc:
+            log.warning("answer of poll %s not kept, a repeat will poll anew: %s", poll_id, exc)
 
     async def release(self, tasks: list[PolledTask]) -> None:
         """Give back tasks nobody will resolve: NAK at once, lease dropped."""
@@ -110,16 +207,16 @@ class PollService:
         return cmd.abandoned is not None and cmd.abandoned.is_set()
 
     async def _fetch_pass(
-        self, cmd: PollCommand, types: list[TaskType], faults: list[DomainError]
+        self, cmd: PollCommand, room: int, types: list[TaskType], faults: list[DomainError]
     ) -> list[PolledTask]:
-        """One pass over the types in order, taking only what is ready now.
+        """One pass over the types in order, taking only what is ready now, at most `room`.
 
         If anything unexpected breaks the pass, what it already leased is released.
         """
         tasks: list[PolledTask] = []
         try:
             for task_type in list(types):
-                remaining = cmd.max_tasks - len(tasks)
+                remaining = room - len(tasks)
                 if remaining <= 0:
                     break
                 tasks.extend(await self._take(task_type, remaining, cmd.worker_id, types, faults))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import attrs
@@ -61,6 +58,7 @@ from domain.services.actions import (
     WaitSignal,
     parse_action,
 )
+from domain.services.locks import KeyedLocks
 from domain.services.poll import trace_headers
 
 log = logging.getLogger(__name__)
@@ -74,33 +72,6 @@ class Resolution:
     action: str
     replayed: bool = False
     signal: RawJson | None = None
-
-
-@attrs.define
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it.
-
-    Mutable on purpose: it is the process's registry of tasks being resolved.
-    """
-
-    _locks: dict[str, tuple[asyncio.Lock, int]] = attrs.field(factory=dict)
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @attrs.frozen(kw_only=True)
@@ -120,6 +91,7 @@ class ResolveService:
     streams: StreamPublisher
     clock: Clock
     locks: KeyedLocks = attrs.field(factory=KeyedLocks)
+    """Per task id; shared with the lease release, so neither interleaves with the other."""
 
     async def __call__(self, task_id: TaskId, request: ResolveRequest) -> Resolution:
         async with self.locks.hold(task_id):

@@ -9,6 +9,7 @@ import attrs
 
 from domain.models import TaskType, WorkerId, WorkerRegistration
 from domain.ports import Clock, WorkerDirectory
+from domain.services.release import ReleaseLeases
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,15 @@ class WorkerRegistry:
     """Registers a worker while it has at least one open connect session.
 
     Mutable on purpose: it counts this process's open sessions per worker id, so the
-    registration is deleted only when the last of them closes.
+    registration is deleted only when the last of them closes. Then, with `release`, the
+    worker's active leases are given back at once (Decision 12). Sessions are counted per
+    process: a worker with streams on two replicas loses its leases when either replica's
+    last stream closes, as it loses its registration until the other re-puts it.
     """
 
     directory: WorkerDirectory
     clock: Clock
+    release: ReleaseLeases | None = attrs.field(default=None, kw_only=True)
     _sessions: Counter[WorkerId] = attrs.field(factory=Counter)
 
     async def open_session(self, cmd: ConnectCommand) -> None:
@@ -57,6 +62,8 @@ class WorkerRegistry:
             await self.directory.deregister(worker_id)
         except Exception as exc:
             log.warning("worker %s not deregistered: %s", worker_id, exc)
+        if self.release is not None:
+            await self.release.of_worker(worker_id)
 
     def sessions(self, worker_id: WorkerId) -> int:
         return self._sessions[worker_id]

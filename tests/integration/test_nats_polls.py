@@ -1,0 +1,79 @@
+"""NatsPollAnswerStore against a real nats-server: answers byte-exact, shared, with a TTL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
+
+from adapters.nats.kv import NatsKeyValue
+from adapters.nats.polls import NatsPollAnswerStore
+from domain.errors import BackendError, PayloadTooLargeError
+from domain.models import LeaseId, PolledTask, PollId, RawJson, RunId, StepId, TaskId
+from tests.integration.kv_helpers import bucket_name, fresh_bucket, until
+
+pytestmark = pytest.mark.integration
+
+
+def polled(step: str, **fields: object) -> PolledTask:
+    return PolledTask(
+        task_id=TaskId(f"r1.{step}"),
+        run_id=RunId("r1"),
+        step_id=StepId(step),
+        attempt=1,
+        lease_id=LeaseId(f"lease-{step}"),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def kv(nats_client: NatsClient) -> AsyncIterator[NatsKeyValue]:
+    async with fresh_bucket(nats_client.jetstream(), ttl=timedelta(seconds=1), direct=False) as kv:
+        yield kv
+
+
+@pytest.fixture
+def store(kv: NatsKeyValue) -> NatsPollAnswerStore:
+    return NatsPollAnswerStore(kv.js, bucket=kv.name)
+
+
+async def test_an_answer_reads_back_with_its_raw_values_byte_exact(
+    store: NatsPollAnswerStore, kv: NatsKeyValue
+) -> None:
+    answer = [
+        polled("a", input=RawJson(b'{"n": 1e2, "s": "\\u00e9"}'), iteration=2),
+        polled("b", checkpoint=RawJson(b"[1, 2]"), metadata={"k": "v"}),
+    ]
+
+    await store.put(PollId("poll-1"), answer)
+
+    other_replica = NatsPollAnswerStore(kv.js, bucket=kv.name)
+    assert await other_replica.get(PollId("poll-1")) == answer
+    assert await store.get(PollId("poll-2")) is None
+
+
+async def test_an_answer_is_gone_once_the_bucket_ttl_has_passed(store: NatsPollAnswerStore) -> None:
+    await store.put(PollId("poll-1"), [polled("a")])
+
+    async def expired() -> bool:
+        return await store.get(PollId("poll-1")) is None
+
+    await until(expired, within_s=5)
+
+
+async def test_an_answer_too_large_for_one_message_is_refused(store: NatsPollAnswerStore) -> None:
+    huge = RawJson(b'"' + b"x" * 1_100_000 + b'"')
+
+    with pytest.raises(PayloadTooLargeError):
+        await store.put(PollId("poll-1"), [polled("a", input=huge)])
+
+
+async def test_a_missing_bucket_is_a_backend_error(nats_client: NatsClient) -> None:
+    js: JetStreamContext = nats_client.jetstream()
+    store = NatsPollAnswerStore(js, bucket=bucket_name())
+
+    with pytest.raises(BackendError, match="is missing"):
+        await store.get(PollId("poll-1"))
