@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 from nats.js.api import KeyValueConfig
@@ -39,6 +39,11 @@ async def fresh_bucket(
         yield bound
     finally:
         await js.delete_key_value(name)
+
+
+def lease_bucket(js: JetStreamContext) -> AbstractAsyncContextManager[NatsKeyValue]:
+    """A fresh bucket as ensure_leases_bucket makes it: no direct gets, a TTL for garbage only."""
+    return fresh_bucket(js, ttl=timedelta(hours=1), direct=False)
 
 
 async def until(condition: Callable[[], Awaitable[bool]], within_s: float = 5.0) -> None:
