@@ -1,0 +1,111 @@
+"""The process's logging: JSON lines, or text for a person at a terminal.
+
+Fields a caller passes as `extra=` become keys of the JSON line (`key=value` in text); a
+field whose value is None is left out, and one named as a key of the line's own comes as
+`extra_<name>`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO
+
+import msgspec
+
+from app.settings import LogFormat
+
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_NOT_EXTRA: Final = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's extra: the message again, with terminal colours
+}
+"""The attributes every LogRecord has: anything else on one came through `extra`."""
+JSON_KEYS: Final = frozenset({"time", "level", "logger", "message", "exception"})
+"""The keys a JSON line has of its own, which no extra may take over."""
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _NOT_EXTRA and not key.startswith("_") and value is not None
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (RFC 3339 UTC), level, logger, message, the extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{
+                f"extra_{key}" if key in JSON_KEYS else key: value
+                for key, value in extra_fields(record).items()
+            },
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        # msgspec: half the time of json.dumps, on a line written for each task.
+        return msgspec.json.encode(entry, enc_hook=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, then ` key=value` per extra (quoted when it has spaces or quotes).
+    A message or a value cannot start a line of its own: one with a line break or another
+    unprintable character is shown quoted, with it escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = "".join(f" {key}={_shown(value)}" for key, value in extra_fields(record).items())
+        return super().format(record) + fields
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        if record.message.isprintable():
+            return super().formatMessage(record)
+        escaped = copy.copy(record)
+        escaped.message = _quoted(record.message)
+        return super().formatMessage(escaped)
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and not any(char in text for char in ' "='):
+        return text
+    return _quoted(text)
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def formatter_for(log_format: LogFormat, stream: TextIO) -> logging.Formatter:
+    if log_format is LogFormat.JSON or (log_format is LogFormat.AUTO and not stream.isatty()):
+        return JsonFormatter()
+    return TextFormatter()
+
+
+def configure_logging(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
+    """Send every logger's records to `stream` (stderr) in the chosen format.
+
+    ValueError for a level that is not one of LEVELS (any case).
+    """
+    name = level.upper()
+    if name not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    target = stream if stream is not None else sys.stderr
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(formatter_for(log_format, target))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(name)

@@ -1,0 +1,113 @@
+"""The log formats: JSON lines off a terminal, text on one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from app.logging_setup import JsonFormatter, TextFormatter, configure_logging, formatter_for
+from app.settings import LogFormat
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def a_record(message: str, *args: object, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "dagnats_bridge.requests", logging.INFO, __file__, 1, message, args, None
+    )
+    record.__dict__.update(extra)
+    return record
+
+
+@pytest.fixture
+def restored_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_json_line_carries_the_extra_fields_as_keys_and_leaves_out_the_empty_ones() -> None:
+    record = a_record(
+        "resolve %s %s",
+        "r1.s1",
+        "complete",
+        task_id="r1.s1",
+        worker_id=None,
+        duration_ms=1.5,
+        color_message="\x1b[36mresolve\x1b[0m",
+    )
+
+    line = json.loads(JsonFormatter().format(record))
+
+    assert line["message"] == "resolve r1.s1 complete"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "dagnats_bridge.requests"
+    assert line["time"].endswith("+00:00")
+    assert line["task_id"] == "r1.s1"
+    assert line["duration_ms"] == 1.5
+    assert "worker_id" not in line
+    assert "color_message" not in line
+
+
+def test_a_json_line_holds_an_exception_on_one_line() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        record = a_record("failed")
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+
+    text = JsonFormatter().format(record)
+
+    assert "\n" not in text
+    assert "RuntimeError: boom" in json.loads(text)["exception"]
+
+
+def test_a_text_line_appends_the_fields_and_quotes_a_value_that_could_forge_a_line() -> None:
+    record = a_record("poll", task_id="r1.s1", worker_id="w 1\nINFO fake", run_id=None)
+
+    text = TextFormatter().format(record)
+
+    assert text.endswith(' task_id=r1.s1 worker_id="w 1\\nINFO fake"')
+    assert "\n" not in text
+    assert "run_id" not in text
+
+
+@pytest.mark.parametrize(
+    ("log_format", "stream", "expected"),
+    [
+        (LogFormat.AUTO, io.StringIO(), JsonFormatter),
+        (LogFormat.AUTO, Terminal(), TextFormatter),
+        (LogFormat.JSON, Terminal(), JsonFormatter),
+        (LogFormat.TEXT, io.StringIO(), TextFormatter),
+    ],
+)
+def test_auto_is_text_on_a_terminal_and_json_elsewhere(
+    log_format: LogFormat, stream: io.StringIO, expected: type[logging.Formatter]
+) -> None:
+    assert type(formatter_for(log_format, stream)) is expected
+
+
+@pytest.mark.usefixtures("restored_root")
+def test_configured_logging_writes_json_lines_at_the_level_asked() -> None:
+    stream = io.StringIO()
+
+    configure_logging("warning", LogFormat.AUTO, stream)
+    logging.getLogger("dagnats_bridge").info("not shown")
+    logging.getLogger("dagnats_bridge").warning("shown", extra={"cause": "nats down"})
+
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["cause"] == "nats down"
+
+
+def test_an_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="log level must be one of DEBUG, INFO"):
+        configure_logging("chatty", LogFormat.TEXT, io.StringIO())
