@@ -1,0 +1,127 @@
+"""`--workers 2` on a real nats-server: one port, leases any worker resolves, and a SIGTERM
+that drains every worker before the bridge exits."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded import EmbeddedNats
+from tests.integration.conftest import BridgeProcess, start_bridge
+
+pytestmark = pytest.mark.integration
+
+TASKS = 8
+PROMPTLY_S = 5.0
+TOKEN = "tok-workers-7d2a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def workers(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[BridgeProcess]:
+    bridge = start_bridge(
+        tmp_path,
+        "--nats-url",
+        nats_server.url,
+        "--provision",
+        "--simulator",
+        "--no-simulate-engine",
+        "--workers",
+        "2",
+        "--log-level",
+        "DEBUG",
+        DAGNATS_BRIDGE_TOKEN=TOKEN,
+    )
+    yield bridge
+    if bridge.process.poll() is None:
+        bridge.process.kill()
+        bridge.process.wait()
+
+
+def started_workers(bridge: BridgeProcess) -> int:
+    return bridge.log.read_text().count("Application startup complete")
+
+
+def polling(bridge: BridgeProcess) -> bool:
+    """The poll is inside a worker (the token is logged at DEBUG on the way in)."""
+    return "/v1/tasks/poll with token default" in bridge.log.read_text()
+
+
+def test_tasks_polled_through_one_worker_are_resolved_through_any(
+    workers: BridgeProcess, tmp_path: Path
+) -> None:
+    task_type = f"wk-{tmp_path.name}"
+    with httpx.Client(base_url=workers.url, headers=AUTH) as client:
+        for number in range(TASKS):
+            enqueued = client.post(
+                "/v1/sim/tasks", json={"task_type": task_type, "run_id": f"{task_type}-{number}"}
+            )
+            assert enqueued.status_code == 201, enqueued.text
+        polled = client.post(
+            "/v1/tasks/poll", json={"task_types": [task_type], "max_tasks": TASKS}
+        ).json()
+
+    # A new connection each: the kernel hands them to either worker.
+    resolved = [
+        httpx.post(
+            f"{workers.url}/v1/tasks/{task['task_id']}/resolve",
+            json={"action": "complete", "lease_id": task["lease_id"]},
+            headers=AUTH,
+        ).status_code
+        for task in polled
+    ]
+
+    assert len(polled) == TASKS
+    assert resolved == [200] * TASKS
+
+
+def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
+    workers: BridgeProcess, tmp_path: Path
+) -> None:
+    deadline = time.monotonic() + PROMPTLY_S
+    while started_workers(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the second worker starts on its own: nothing to await across
+    body = {"task_types": [f"idle-{tmp_path.name}"], "timeout_ms": 30_000}
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(
+            httpx.post, f"{workers.url}/v1/tasks/poll", json=body, headers=AUTH, timeout=40
+        )
+        deadline = time.monotonic() + PROMPTLY_S
+        while not polling(workers) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the poll reaches a worker on its own: nothing to await across
+        started = time.monotonic()
+        workers.process.send_signal(signal.SIGTERM)
+        answer = waiting.result(timeout=PROMPTLY_S)
+    status = workers.process.wait(timeout=PROMPTLY_S * 2)
+
+    assert started_workers(workers) == 2
+    assert answer.status_code == 200
+    assert answer.json() == []
+    assert time.monotonic() - started < PROMPTLY_S
+    assert status == 0
+    assert workers.log.read_text().count("drained: no request in flight") == 2
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
+    workers: BridgeProcess,
+) -> None:
+    found = re.search(r"2 workers on \S+ \(pids (\d+), (\d+)\)", workers.log.read_text())
+    assert found is not None
+    first, second = int(found[1]), int(found[2])
+
+    os.kill(first, signal.SIGKILL)
+    status = workers.process.wait(timeout=PROMPTLY_S * 2)
+
+    assert status == 1
+    assert f"worker {first} ended with status -9" in workers.log.read_text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)

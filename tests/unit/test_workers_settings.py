@@ -1,0 +1,65 @@
+"""`--workers N`: where it is refused, and how a worker gets the parent's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+
+from app.cli import main, parser, settings_from
+from app.settings import Backend, LogFormat, Settings
+from app.workers import LISTEN_FD_ENV, inherited_socket, worker_environment
+
+
+def test_one_worker_is_the_default() -> None:
+    assert Settings().workers == 1
+
+
+def test_workers_on_the_memory_backend_are_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["serve", "--backend", "memory", "--workers", "2"])
+
+    assert status == 2
+    assert "--workers above 1 needs the NATS backend" in capsys.readouterr().err
+
+
+def test_workers_with_the_engine_simulation_are_refused_with_the_way_out() -> None:
+    with pytest.raises(ValueError, match="--no-simulate-engine"):
+        Settings(workers=2)
+
+
+def test_workers_need_at_least_one() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        Settings(workers=0)
+
+
+def test_a_worker_reads_back_exactly_the_parents_settings_as_one_worker() -> None:
+    parent = Settings(
+        backend=Backend.NATS,
+        host="0.0.0.0",  # noqa: S104 - a value under test, nothing binds it
+        port=9000,
+        nats_url="nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+        provision=True,
+        simulator=True,
+        simulate_engine=False,
+        metrics_auth=True,
+        log_format=LogFormat.JSON,
+        tokens_file=Path("/etc/bridge/tokens"),
+        drain_seconds=3.5,
+        sim_backoff_factor=1.5,
+        token="s3cret-token",
+        workers=3,
+    )
+
+    environment = worker_environment(parent, {"PATH": "/bin", "DAGNATS_BRIDGE_PORT": "1"})
+    child = settings_from(parser().parse_args(["serve"]), environment)
+
+    assert child == attrs.evolve(parent, workers=1)
+    assert environment["PATH"] == "/bin"
+
+
+def test_a_bridge_of_its_own_has_no_inherited_socket() -> None:
+    assert inherited_socket({}) is None
+    assert inherited_socket({LISTEN_FD_ENV: ""}) is None
