@@ -12,7 +12,7 @@ help: ## Show the targets
 $(BIN)/dagnats-bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 install: $(BIN)/dagnats-bridge ## Create .venv and install the bridge with its dev tools
@@ -24,12 +24,12 @@ run-memory: install ## Serve the bridge on :8080 with no NATS at all (in-memory 
 	$(BIN)/dagnats-bridge serve --backend memory
 
 fmt: install ## Format and fix what ruff can fix safely
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests examples bench
+	$(BIN)/ruff check --fix src tests examples bench
 
 lint: install ## ruff, ruff format --check, mypy --strict, import-linter
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -39,4 +39,15 @@ test-unit: install ## Unit tests only (fast, no server process)
 test: lint ## Lint, then every test (unit and integration)
 	$(BIN)/pytest -q
 
-.PHONY: help install run run-memory fmt lint test-unit test
+wheel-smoke: install ## Build wheel and sdist, install the wheel alone in a fresh venv, serve and poll
+	BUILD_PYTHON=$(BIN)/python VENV_PYTHON=$(PYTHON) .ci/wheel-smoke
+
+FAULT_TASKS ?= 2000
+
+faults: install ## Fault scenarios with FAULT_TASKS tasks each (default 2000); prints the reliability table
+	$(BIN)/python -m tests.faults --tasks $(FAULT_TASKS)
+
+bench: install ## Bridge vs direct nats-py worker (<10 min): bench/results/latest.{json,png}; QUICK=1 for a short run
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+.PHONY: help install run run-memory fmt lint test-unit test faults bench wheel-smoke

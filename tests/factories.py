@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -19,7 +20,18 @@ from adapters.memory.streams import MemoryStreams
 from adapters.workers import KvWorkerDirectory
 from app.container import Container
 from app.settings import Backend, Settings
-from domain.models import PolledTask, PollId, TaskPayload, TaskType, WorkerId
+from domain.errors import BackendUnavailableError
+from domain.models import (
+    DeliveryHandle,
+    Event,
+    OutboundEvent,
+    PolledTask,
+    PollId,
+    RunId,
+    TaskPayload,
+    TaskType,
+    WorkerId,
+)
 from domain.ports import (
     Clock,
     EventLog,
@@ -151,6 +163,45 @@ class Harness(DrivesUseCases):
             ids=self.ids,
         )
         self.enqueue = EnqueueTask(publisher=self.queue, ids=self.ids)
+
+
+class UnreachableEventLog:
+    """An event log whose history is away: every append fails, nothing is read."""
+
+    async def append(self, outbound: OutboundEvent) -> bool:
+        raise BackendUnavailableError("history is away")
+
+    async def read(self, run_id: RunId) -> list[Event]:
+        return []
+
+    async def contains(self, run_id: RunId, msg_id: str) -> bool:
+        return False
+
+
+@attrs.define
+class PassThroughQueue:
+    """The memory queue, every call passed on: a base for the queues of the fault tests, which
+    override the call they break."""
+
+    inner: MemoryTaskQueue
+
+    async def fetch(self, task_type: TaskType, max_messages: int, timeout: timedelta) -> Any:
+        return await self.inner.fetch(task_type, max_messages, timeout)
+
+    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+        await self.inner.wait_ready(task_types, timeout)
+
+    async def ack(self, handle: DeliveryHandle) -> None:
+        await self.inner.ack(handle)
+
+    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
+        await self.inner.nak(handle, delay)
+
+    async def in_progress(self, handle: DeliveryHandle) -> None:
+        await self.inner.in_progress(handle)
+
+    async def term(self, handle: DeliveryHandle) -> None:
+        await self.inner.term(handle)
 
 
 @attrs.define

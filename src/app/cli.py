@@ -1,6 +1,8 @@
 """`dagnats-bridge serve`: flags, each also a `DAGNATS_BRIDGE_*` environment variable.
 
-`dagnats-bridge sim enqueue|events|runs`: the simulator of a running bridge, over HTTP."""
+`dagnats-bridge sim enqueue|events|runs`: the simulator of a running bridge, over HTTP.
+
+`dagnats-bridge conformance`: the protocol spec, run against a running bridge."""
 
 from __future__ import annotations
 
@@ -16,13 +18,21 @@ from typing import Any, Final
 
 import attrs
 import uvicorn
+from dependency_injector import providers
+from uvicorn.config import STARTUP_FAILURE
 
 from app import sim_commands
 from app.container import Container
+from app.draining import DrainingServer
 from app.embedded import EmbeddedNats, EmbeddedNatsError
+from app.logging_setup import configure_logging
 from app.main import create_app
-from app.settings import Backend, ClockKind, Settings
+from app.settings import Backend, ClockKind, LogFormat, Settings
 from app.sim_client import DEFAULT_URL, URL_ENV, Bridge, NewTask, http_url, raw_json
+from app.tokens import TokenSource
+from app.version import package_version
+from app.workers import Supervisor, inherited_socket
+from conformance import DEFAULT_EXAMPLES
 
 log = logging.getLogger("dagnats_bridge")
 
@@ -39,6 +49,7 @@ VALUED: Final[dict[str, Callable[[str], Any]]] = {
     "ack_wait_ms": int,
     "max_body_bytes": int,
     "log_level": str,
+    "log_format": LogFormat,
     "nats_url": str,
     "nats_creds": Path,
     "nats_tls_ca": Path,
@@ -50,8 +61,13 @@ VALUED: Final[dict[str, Callable[[str], Any]]] = {
     "sim_initial_delay_ms": int,
     "sim_backoff_factor": float,
     "sim_max_iterations": int,
+    "tokens_file": Path,
+    "drain_seconds": float,
+    "drain_min_seconds": float,
+    "replicas": int,
+    "workers": int,
 }
-SWITCHES: Final = ("provision", "simulator")
+SWITCHES: Final = ("provision", "simulator", "metrics_auth")
 TRISTATE: Final = ("simulate_engine",)
 """On or off when given (`--x` / `--no-x`, or a yes/no word in the environment), else the
 mode's default."""
@@ -59,6 +75,7 @@ mode's default."""
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="dagnats-bridge", description=__doc__)
+    root.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP bridge")
     defaults = Settings()
@@ -89,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
             help=f"(env {ENV_PREFIX}{name.upper()}, default by mode)",
         )
     _add_sim(commands)
+    _add_conformance(commands)
     return root
 
 
@@ -193,6 +211,56 @@ def bridge_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Bridge:
         raise ValueError(f"{URL_ENV}: {exc}") from None
 
 
+def _add_conformance(commands: Any) -> None:
+    check = commands.add_parser(
+        "conformance",
+        help="run the protocol spec against a running bridge",
+        description="Run the protocol spec (Hypothesis properties and a state machine, over "
+        "HTTP) against a running bridge and print PASS or FAIL per property.",
+    )
+    _add_connection(check, default=None)
+    check.add_argument(
+        "--nats-url",
+        metavar="URL",
+        help="publish tasks and read histories on this NATS, as the engine does "
+        "(default: through the bridge's /v1/sim/ endpoints)",
+    )
+    check.add_argument(
+        "--examples",
+        type=int,
+        default=DEFAULT_EXAMPLES,
+        help=f"examples per property (default {DEFAULT_EXAMPLES})",
+    )
+    check.add_argument("--seed", type=int, help="Hypothesis seed, to repeat a run")
+
+
+def conformance(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    # Here, not at the top: Hypothesis and the spec cost `serve` a quarter of a second.
+    from conformance import runner as conformance_runner  # noqa: PLC0415
+
+    try:
+        bridge = bridge_from(args, environ)
+        if args.examples < 1:
+            raise ValueError("--examples must be at least 1")
+    except ValueError as exc:
+        print(f"dagnats-bridge: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    options = conformance_runner.Options(
+        url=bridge.url,
+        token=bridge.token,
+        nats_url=args.nats_url,
+        examples=args.examples,
+        seed=args.seed,
+    )
+    try:
+        return conformance_runner.run(options, sys.stdout)
+    except conformance_runner.CannotCheckError as exc:
+        print(f"dagnats-bridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return sim_commands.INTERRUPTED
+
+
 def sim(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         bridge = bridge_from(args, environ)
@@ -229,17 +297,17 @@ SIM_VERBS: Final[dict[str, Callable[[Bridge, argparse.Namespace], None]]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "conformance":
+        return conformance(args, os.environ)
     if args.command == "sim":
         return sim(args, os.environ)
     try:
         settings = settings_from(args, os.environ)
+        configure_logging(settings.log_level, settings.log_format)
+        tokens = TokenSource.load(settings)
     except ValueError as exc:
         print(f"dagnats-bridge: invalid setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     embedded = EmbeddedNats(settings.data_dir.resolve()) if settings.needs_embedded_nats else None
     try:
         if embedded is not None:
@@ -251,26 +319,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                 simulator=True,
                 simulate_engine=settings.simulates_engine,
             )
-        serve(settings)
+        if settings.workers > 1:
+            return 0 if Supervisor(settings).run() else 1
+        return serve(settings, tokens)
     except EmbeddedNatsError as exc:
         log.error("cannot start the embedded nats-server: %s", exc)
         return 1
     finally:
         if embedded is not None:
             embedded.stop()
-    return 0
 
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then return so the caller can clean up.
+def serve(settings: Settings, tokens: TokenSource) -> int:
+    """Serve until SIGTERM or SIGINT and the drain that follows (app.draining), then return
+    so the caller can clean up: 0, or 1 when the app could not start (the reason is logged).
 
-    uvicorn stops gracefully on either signal (no new connections, in-flight requests end)
-    and then raises the signal again with the handler it found: ours only notes it.
+    uvicorn raises the signal again with the handler it found when it is done: ours only
+    notes it.
     """
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped_by)
-    app = create_app(Container(settings=settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, lifespan="on")
+    container = Container(settings=settings)
+    container.tokens.override(providers.Object(tokens))
+    config = uvicorn.Config(
+        create_app(container),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        # The poll and resolve lines say more than an access line would, at a third the cost.
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+    listener = inherited_socket(os.environ)
+    server = DrainingServer(
+        config,
+        drain=container.drain(),
+        grace=settings.drain_grace,
+        minimum=settings.drain_minimum,
+    )
+    try:
+        server.run(sockets=None if listener is None else [listener])
+    except SystemExit as exc:
+        # uvicorn's way out when the app cannot start.
+        if exc.code != STARTUP_FAILURE:
+            raise
+        return 1
+    return 0
 
 
 def _stopped_by(signum: int, _: object) -> None:

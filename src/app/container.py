@@ -17,6 +17,7 @@ from adapters.memory.polls import MemoryPollAnswerStore
 from adapters.memory.probe import MemoryProbe
 from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
+from adapters.metrics import PrometheusTelemetry
 from adapters.nats.events import NatsEventLog
 from adapters.nats.kv import NatsBuckets
 from adapters.nats.leases import NatsLeaseStore
@@ -24,14 +25,17 @@ from adapters.nats.polls import NatsPollAnswerStore
 from adapters.nats.probe import NatsProbe
 from adapters.nats.queue import NatsTaskQueue
 from adapters.nats.streams import NatsStreams
+from adapters.tracing import OtelTracer
 from adapters.workers import KvWorkerDirectory
 from app.settings import Settings
+from app.tokens import TokenSource
+from app.version import package_version
 from domain.models import Event, TaskPayload
 from domain.services.checkpoints import ReadCheckpoint
+from domain.services.drain import Drain, DrainingRelease
 from domain.services.engine import EngineSimulator, ObservedEventLog, RetryPolicy
 from domain.services.locks import KeyedLocks
 from domain.services.poll import PollService
-from domain.services.release import ReleaseLeases
 from domain.services.resolve import ResolveService
 from domain.services.runs import SimulatedRuns
 from domain.services.simulator import AdvanceClock, EnqueueTask, PutSignal
@@ -60,6 +64,10 @@ class Container(containers.DeclarativeContainer):
         manual=providers.Singleton(ManualClock),
     )
     ids = providers.Singleton(UuidIds)
+    tokens = providers.Singleton(TokenSource.load, settings)
+    """The accepted bearer tokens; the CLI loads them first, to fail before serving."""
+    tracer = providers.Singleton(OtelTracer)
+    """Records through the process's TracerProvider once one is installed (see app.telemetry)."""
 
     queue = providers.Selector(
         backend,
@@ -111,6 +119,10 @@ class Container(containers.DeclarativeContainer):
         nats=providers.Singleton(NatsProbe, nats, jetstream),
     )
     directory = providers.Singleton(KvWorkerDirectory, buckets=buckets)
+    telemetry = providers.Singleton(
+        PrometheusTelemetry, leases=leases.provider, version=providers.Callable(package_version)
+    )
+    """The app's metrics; it reads the lease store only when scraped, once NATS is open."""
 
     simulated_runs = providers.Singleton(SimulatedRuns)
     retry_policy = providers.Singleton(
@@ -135,6 +147,10 @@ class Container(containers.DeclarativeContainer):
         off=history,
     )
 
+    local_leases = providers.Selector(backend, memory=leases, nats=providers.Object(None))
+    """The lease store when its leases die with the process (memory): released on the way out."""
+    drain = providers.Singleton(Drain)
+
     poll_service = providers.Singleton(
         PollService,
         queue=queue,
@@ -145,6 +161,9 @@ class Container(containers.DeclarativeContainer):
         answers=poll_answers,
         clock=clock,
         ids=ids,
+        tracer=tracer,
+        telemetry=telemetry,
+        drain=drain,
     )
     task_locks = providers.Singleton(KeyedLocks)
     """Resolves and lease releases of one task take turns in this process."""
@@ -156,13 +175,24 @@ class Container(containers.DeclarativeContainer):
         buckets=buckets,
         streams=streams,
         clock=clock,
+        tracer=tracer,
         locks=task_locks,
+        telemetry=telemetry,
     )
     release_leases = providers.Singleton(
-        ReleaseLeases, queue=queue, leases=leases, locks=task_locks
+        DrainingRelease,
+        queue=queue,
+        leases=leases,
+        locks=task_locks,
+        drain=drain,
+        local_leases=local_leases,
     )
     worker_registry = providers.Singleton(
-        WorkerRegistry, directory=directory, clock=clock, release=release_leases
+        WorkerRegistry,
+        directory=directory,
+        clock=clock,
+        release=release_leases,
+        telemetry=telemetry,
     )
     read_checkpoint = providers.Singleton(ReadCheckpoint, buckets=buckets)
     enqueue_task = providers.Singleton(EnqueueTask, publisher=queue, ids=ids, runs=simulated_runs)

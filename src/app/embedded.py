@@ -89,20 +89,16 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+            # Out of the terminal's process group: a Ctrl-C reaches the bridge, which drains
+            # and then stops the server, instead of the server going at once.
+            start_new_session=True,
         )
         self._wait_until_ready(log_file)
         log.info("embedded nats-server %s ready, store in %s", self.url, self.store_dir)
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests)."""
@@ -121,6 +117,18 @@ class EmbeddedNats:
             time.sleep(0.02)  # the child has no readiness event we could await
         self.stop()
         raise EmbeddedNatsError(f"nats-server not ready in {READY_TIMEOUT_S}s: {_tail(log_file)}")
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to a child still running, then SIGKILL if it has not exited within `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _tail(log_file: Path) -> str:

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 import nats.errors
@@ -16,15 +15,24 @@ from litestar.di import Provide
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
 
-from adapters.http.auth import BearerAuth
+from adapters.http.auth import PROTECTED_SEGMENT, BearerAuth
+from adapters.http.metrics import METRICS_PATH, RequestMetrics, UnmatchedRequests, metrics
+from adapters.http.openapi import COMPONENTS
+from adapters.http.paths import RawPathLitestar
 from adapters.http.problems import EXCEPTION_HANDLERS
 from adapters.http.routes import API_HANDLERS, engine_router, simulator_router
 from adapters.nats.connection import NatsOptions, connect
 from adapters.nats.kv import ensure_leases_bucket, ensure_polls_bucket, provision_buckets
-from adapters.nats.provision import provision_streams
+from adapters.nats.provision import provision_streams, while_cluster_forms
 from app.container import Container
-from app.settings import Backend
+from app.settings import Backend, Settings
+from app.tokens import watching
+from app.tracing import tracing_lifespan
+from app.version import package_version
+from domain.errors import DomainError
+from domain.redaction import without_userinfo as without_userinfo  # noqa: PLC0414 - re-exported
 
 log = logging.getLogger("dagnats_bridge")
 
@@ -41,6 +49,7 @@ SERVICES = (
     "simulated_runs",
     "connect_settings",
     "clock",
+    "drain",
 )
 
 
@@ -54,13 +63,16 @@ def from_container(provider: providers.Provider[T]) -> Provide:
 
 
 LEASE_BUCKET_MIN_TTL = timedelta(hours=24)
+AUTH_OFF = "OFF (development mode: neither DAGNATS_BRIDGE_TOKEN nor a tokens file)"
 
 
 @asynccontextmanager
 async def bridge_lifespan(container: Container) -> AsyncIterator[None]:
-    async with nats_lifespan(container), engine_lifespan(container):
-        _announce(container)
-        yield
+    async with tracing_lifespan(), nats_lifespan(container), engine_lifespan(container):
+        async with watching(container.tokens()):
+            _announce(container)
+            yield
+        await container.release_leases().left_behind()
     log.info("dagnats-bridge stopped")
 
 
@@ -92,15 +104,17 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
     )
     try:
         jetstream = client.jetstream()
-        if settings.provision:
-            await provision_streams(jetstream)
-            await provision_buckets(jetstream)
-        # The lease bucket's TTL only collects garbage: a lease's own deadline rules, and
-        # every extension re-puts it, so the TTL must outlast the longest AckWait in use.
-        await ensure_leases_bucket(jetstream, max(LEASE_BUCKET_MIN_TTL, 2 * settings.ack_wait))
-        await ensure_polls_bucket(jetstream)
+        try:
+            await while_cluster_forms(lambda: _create_what_is_missing(jetstream, settings))
+        except DomainError as exc:
+            # One line that says why, before the framework's traceback.
+            log.error(
+                "cannot create the streams and buckets (replicas %d): %s", settings.replicas, exc
+            )
+            raise
         container.nats.override(providers.Object(client))
         container.jetstream.override(providers.Object(jetstream))
+        container.telemetry().watch_nats(client)
         try:
             yield
         finally:
@@ -108,6 +122,20 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
             await container.queue().close()
     finally:
         await _close(client)
+
+
+async def _create_what_is_missing(jetstream: JetStreamContext, settings: Settings) -> None:
+    """The provisioned streams and buckets, and the bridge's own buckets, with the replicas
+    asked; what exists is adopted as it is."""
+    replicas = settings.replicas
+    if settings.provision:
+        await provision_streams(jetstream, replicas=replicas)
+        await provision_buckets(jetstream, replicas=replicas)
+    # The lease bucket's TTL only collects garbage: a lease's own deadline rules, and
+    # every extension re-puts it, so the TTL must outlast the longest AckWait in use.
+    lease_ttl = max(LEASE_BUCKET_MIN_TTL, 2 * settings.ack_wait)
+    await ensure_leases_bucket(jetstream, lease_ttl, replicas=replicas)
+    await ensure_polls_bucket(jetstream, replicas=replicas)
 
 
 async def _close(client: NatsClient) -> None:
@@ -126,34 +154,40 @@ def create_app(container: Container) -> Litestar:
     }
     dependencies["event_log"] = from_container(container.events)
     dependencies["backend_probe"] = from_container(container.probe)
-    middleware: list[ASGIMiddleware] = []
-    if settings.token:
-        middleware.append(BearerAuth(settings.token))
-    handlers: list[Any] = [*API_HANDLERS]
+    dependencies["metrics_exposition"] = from_container(container.telemetry)
+    middleware: list[ASGIMiddleware] = [RequestMetrics(container.telemetry())]
+    tokens = container.tokens().tokens
+    auth = BearerAuth(tokens, protected=protected_segments(settings)) if tokens else None
+    handlers: list[Any] = [*API_HANDLERS, metrics]
     if settings.serves_simulator:
         handlers.append(simulator_router)
     if settings.simulates_engine:
         handlers.append(engine_router)
-    return Litestar(
+    return RawPathLitestar(
+        gate=None if auth is None else auth.check,
         route_handlers=handlers,
         dependencies=dependencies,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
+        before_send=[UnmatchedRequests(container.telemetry())],
         request_max_body_size=settings.max_body_bytes,
         # Logging is the process's (set up by the CLI), written synchronously, so no line is
         # lost when the process ends on a signal.
         logging_config=None,
-        openapi_config=OpenAPIConfig(title="dagnats-bridge", version=_version()),
+        openapi_config=OpenAPIConfig(
+            title="dagnats-bridge", version=package_version(), components=COMPONENTS
+        ),
         lifespan=[lambda _: bridge_lifespan(container)],
     )
 
 
 def _announce(container: Container) -> None:
     settings = container.settings()
-    auth = "on" if settings.token else "OFF (development mode: DAGNATS_BRIDGE_TOKEN is unset)"
+    tokens = container.tokens().tokens
+    auth = f"on (tokens {', '.join(tokens.names)})" if tokens else AUTH_OFF
     backend = settings.backend.value
     if settings.backend is Backend.NATS:
-        backend = f"nats at {settings.nats_url}"
+        backend = f"nats at {','.join(map(without_userinfo, settings.nats_servers))}"
     log.info(
         "dagnats-bridge serving on http://%s:%s, backend %s, auth %s, simulator %s, "
         "engine simulation %s, clock %s",
@@ -167,8 +201,9 @@ def _announce(container: Container) -> None:
     )
 
 
-def _version() -> str:
-    try:
-        return version("dagnats-bridge")
-    except PackageNotFoundError:
-        return "0.0.0"
+def protected_segments(settings: Settings) -> frozenset[str]:
+    """What needs the token: /v1/, and /metrics with metrics_auth (else it stays open, as
+    /healthz and /readyz do, for scrapers that carry no token)."""
+    if settings.metrics_auth:
+        return frozenset({PROTECTED_SEGMENT, METRICS_PATH.strip("/")})
+    return frozenset({PROTECTED_SEGMENT})

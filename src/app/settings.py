@@ -8,12 +8,22 @@ from pathlib import Path
 
 import attrs
 
+MAX_REPLICAS = 5
+"""JetStream's own limit on a stream's replicas."""
+
 
 class Backend(enum.Enum):
     NATS = "nats"
     """JetStream: an external server or cluster (`nats_url`), else an embedded nats-server."""
     MEMORY = "memory"
     """No NATS at all: the in-process simulator."""
+
+
+class LogFormat(enum.Enum):
+    AUTO = "auto"
+    """Text on a terminal, JSON lines otherwise."""
+    JSON = "json"
+    TEXT = "text"
 
 
 class ClockKind(enum.Enum):
@@ -32,6 +42,9 @@ class Settings:
     """AckWait of the task consumers the bridge creates (memory backend: of its queue)."""
     max_body_bytes: int = attrs.field(default=1_048_576, validator=attrs.validators.gt(0))
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.AUTO
+    metrics_auth: bool = False
+    """Put /metrics behind the bearer token (open by default, as /healthz and /readyz are)."""
     nats_url: str | None = None
     """Comma-separated server URLs; None starts the embedded nats-server."""
     nats_creds: Path | None = None
@@ -42,6 +55,10 @@ class Settings:
     """Where the embedded nats-server keeps its store."""
     provision: bool = False
     """Create the engine's streams and buckets when absent (the embedded mode does)."""
+    replicas: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_REPLICAS)]
+    )
+    """Replicas of the streams and buckets the bridge creates (provisioned, and its own)."""
     simulator: bool = False
     """Serve /v1/sim/ on NATS (the embedded mode does; the memory backend always does)."""
     simulate_engine: bool | None = None
@@ -57,12 +74,53 @@ class Settings:
     sim_max_iterations: int = attrs.field(default=10, validator=attrs.validators.gt(0))
     """Engine simulation: iterations of an agent loop (continue) before its run fails."""
     token: str | None = attrs.field(default=None, repr=False)
-    """Bearer token for /v1/; None is development mode (no auth)."""
+    """Bearer token for /v1/, named `default`; with no tokens file either, development mode
+    (no auth)."""
+    tokens_file: Path | None = None
+    """Named bearer tokens, one `name:token` a line, re-read when the file changes."""
+    drain_seconds: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
+    """The grace period between SIGTERM and the stop, for the requests in flight."""
+    drain_min_seconds: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """The least time from SIGTERM to the stop, /readyz answering 503, for load balancers to
+    take the bridge out; 0 stops as soon as nothing is in flight."""
+    workers: int = attrs.field(default=1, validator=attrs.validators.gt(0))
+    """Bridge processes serving the one port (app.workers); NATS backend only."""
 
     @clock.validator
     def _manual_needs_memory(self, _: attrs.Attribute[ClockKind], value: ClockKind) -> None:
         if value is ClockKind.MANUAL and self.backend is not Backend.MEMORY:
             raise ValueError("the manual clock needs the memory backend (--backend memory)")
+
+    @drain_min_seconds.validator
+    def _minimum_within_the_grace(self, _: attrs.Attribute[float], value: float) -> None:
+        if value > self.drain_seconds:
+            raise ValueError(
+                f"--drain-min-seconds ({value:g}) is longer than --drain-seconds "
+                f"({self.drain_seconds:g}), the grace that ends the drain"
+            )
+
+    @replicas.validator
+    def _replicas_need_a_cluster(self, _: attrs.Attribute[int], value: int) -> None:
+        if value > 1 and not (self.backend is Backend.NATS and self.nats_url):
+            raise ValueError(
+                "--replicas above 1 needs a NATS cluster (--nats-url): the memory backend and "
+                "the embedded nats-server keep one copy"
+            )
+
+    @workers.validator
+    def _workers_share_nats(self, _: attrs.Attribute[int], value: int) -> None:
+        if value == 1:
+            return
+        if self.backend is Backend.MEMORY:
+            raise ValueError(
+                "--workers above 1 needs the NATS backend: with --backend memory each worker "
+                "would have a memory of its own, and resolves would miss the leases"
+            )
+        if self.simulates_engine:
+            raise ValueError(
+                "--workers above 1 needs the engine simulation off (--no-simulate-engine): "
+                "each worker would simulate an engine of its own"
+            )
 
     @property
     def backend_name(self) -> str:
@@ -98,6 +156,14 @@ class Settings:
     @property
     def nats_servers(self) -> list[str]:
         return [url.strip() for url in (self.nats_url or "").split(",") if url.strip()]
+
+    @property
+    def drain_grace(self) -> timedelta:
+        return timedelta(seconds=self.drain_seconds)
+
+    @property
+    def drain_minimum(self) -> timedelta:
+        return timedelta(seconds=self.drain_min_seconds)
 
     @property
     def heartbeat_interval(self) -> timedelta:

@@ -30,6 +30,15 @@ def task_id_of(run_id: RunId, step_id: StepId) -> TaskId:
 
 
 @attrs.frozen(kw_only=True)
+class TraceContext:
+    """A W3C trace context as it travels in headers: `traceparent`, and `tracestate` when
+    there is one (an orphan tracestate means nothing and is never kept)."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class TaskPayload:
     """A task message as the engine publishes it (PROTOCOL.md section 1.3)."""
 
@@ -61,6 +70,9 @@ class Delivery:
     task: TaskPayload | None
     problem: str = ""
     headers: dict[str, str] = attrs.field(factory=dict)
+    sequence: int = 0
+    """The message's sequence in its stream: the same for every delivery of one message, so it
+    tells a redelivery from a new message of the same task; 0 when unknown."""
 
 
 class LeaseState(enum.Enum):
@@ -95,6 +107,8 @@ class Lease:
     terminal_action: str | None = None
     recorded: bool = False
     """The terminal action's event (a pause: its checkpoint) is stored; only the ack is left."""
+    sequence: int = 0
+    """The delivered message's stream sequence (`Delivery.sequence`); 0 when unknown."""
     revision: int = 0
 
 

@@ -6,7 +6,8 @@ same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -25,9 +26,11 @@ from domain.models import (
     TaskId,
     TaskPayload,
     TaskType,
+    TraceContext,
     WorkerId,
     WorkerRegistration,
 )
+from domain.telemetry import PollReport, ResolveReport
 
 
 class Clock(Protocol):
@@ -113,10 +116,24 @@ class EventLog(Protocol):
         """The run's events in append order."""
         ...
 
+    async def contains(self, run_id: RunId, msg_id: str) -> bool:
+        """Whether the run's history holds an event appended with `msg_id`, however long ago.
+
+        Reads the run's whole history: for recovery after a fault, not for every request.
+        """
+        ...
+
 
 class StreamPublisher(Protocol):
-    async def publish(self, run_id: RunId, step_id: StepId, data: RawJson) -> None:
-        """Fire-and-forget delivery of a stream chunk to subscribers of the step."""
+    async def publish(
+        self,
+        run_id: RunId,
+        step_id: StepId,
+        data: RawJson,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Fire-and-forget delivery of a stream chunk to subscribers of the step, with
+        `headers` (the resolve span's trace context) on the message."""
         ...
 
 
@@ -183,6 +200,15 @@ class LeaseStore(Protocol):
         ...
 
 
+class LeaseListing(Protocol):
+    """A lease store that can list what it holds; only a store in this process's memory is
+    asked to, since only its leases die with the process."""
+
+    async def live(self) -> list[Lease]:
+        """The unexpired leases, in any state."""
+        ...
+
+
 class PollAnswerStore(Protocol):
     """Answers of polls that carried a poll_id, for repeats of them (Decision 13).
 
@@ -216,7 +242,53 @@ class WorkerDirectory(Protocol):
     async def list(self) -> list[WorkerRegistration]: ...
 
 
+class Tracer(Protocol):
+    """Spans of the bridge's own work (PROTOCOL.md 4.5, 7), continuing the caller's trace.
+
+    Each method opens one span as a child of `parent` (a root span without one) and yields
+    the span's own context, for the headers of what the block publishes and for the poll
+    answer; None when there is nothing to pass on. An exception leaving the block marks the
+    span failed when it is a fault (the backend's, or a bug); a client's mistake (bad input,
+    no such task, a conflict, a timeout, a client that left) is recorded as the span's
+    outcome instead, so error rates count faults only. Without a recording tracer the
+    span's context is its parent's.
+    """
+
+    def dispatch(
+        self, parent: TraceContext | None, *, run_id: RunId, step_id: StepId, attempt: int
+    ) -> AbstractContextManager[TraceContext | None]:
+        """`bridge.dispatch`: one task handed out, from its step.started to its poll item."""
+        ...
+
+    def resolve(
+        self, parent: TraceContext | None, *, task_id: TaskId, action: str
+    ) -> AbstractContextManager[TraceContext | None]:
+        """`bridge.resolve`: one resolve of a task in flight, with the events it publishes."""
+        ...
+
+
 class BackendProbe(Protocol):
     async def check(self) -> None:
         """Return when the backend serves requests; raise BackendUnavailableError otherwise."""
+        ...
+
+
+class Telemetry(Protocol):
+    """Counts of what the use cases do, for metrics. Never raises and never blocks: the use
+    cases call it on their answer path."""
+
+    def poll_answered(self, report: PollReport) -> None: ...
+
+    def task_handed_out(self, task_type: TaskType) -> None:
+        """A delivery was leased and its step.started published."""
+        ...
+
+    def started_publish_failed(self, task_type: TaskType) -> None:
+        """A delivery's step.started could not be published: NAKed, not handed out."""
+        ...
+
+    def resolved(self, report: ResolveReport) -> None: ...
+
+    def workers_connected(self, count: int) -> None:
+        """How many worker ids hold a connect session on this process now."""
         ...

@@ -47,6 +47,20 @@ POLL_REPLAY_WINDOW: Final = timedelta(seconds=60)
 """How long a repeat of a poll with the same poll_id answers the same tasks (Decision 13)."""
 MAX_POLL_ID_CHARS: Final = 128
 UNSPECIFIED_ERROR: Final = "unspecified error"
+RESOLVE_ACTIONS: Final = frozenset(
+    {
+        "complete",
+        "fail",
+        "pause",
+        "checkpoint",
+        "heartbeat",
+        "stream",
+        "continue",
+        "send_signal",
+        "wait_signal",
+    }
+)
+"""The names of the nine resolve actions (domain.services.actions parses each one)."""
 FAILURE_TYPE_ALIASES: Final = {"permanent": FailureType.NON_RETRIABLE}
 
 _RETRIABLE: Final = FailureType.RETRIABLE

@@ -22,7 +22,7 @@ from adapters.codec import decode, encode
 from adapters.nats.provision import provision_streams
 from adapters.nats.queue import NatsTaskQueue
 from adapters.wire import HISTORY_STREAM, TASK_STREAM, history_subject
-from domain.models import RunId, TaskPayload, TaskType
+from domain.models import Event, RunId, TaskPayload, TaskType
 
 
 def unique(prefix: str) -> str:
@@ -31,6 +31,10 @@ def unique(prefix: str) -> str:
 
 def decode_task(data: bytes) -> TaskPayload:
     return decode(data, TaskPayload)
+
+
+def decode_event(data: bytes) -> Event:
+    return decode(data, Event)
 
 
 @attrs.frozen

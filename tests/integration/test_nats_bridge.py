@@ -8,7 +8,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,14 @@ from nats.aio.client import Client as NatsClient
 
 from adapters.wire import consumer_name
 from app.embedded import EmbeddedNats, accepts_connections
-from tests.integration.conftest import BridgeProcess, start_bridge
+from tests.integration.conftest import (
+    CONDITION_TIMEOUT_S,
+    BridgeProcess,
+    eventually,
+    start_bridge,
+)
 
 pytestmark = pytest.mark.integration
-
-CONDITION_TIMEOUT_S = 10.0
-
-
-def eventually(condition: Callable[[], bool], timeout: float = CONDITION_TIMEOUT_S) -> bool:
-    """Wait for a state another process reaches on its own (no event to await across it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def on_nats(tmp_path: Path, url: str, **env: str) -> BridgeProcess:

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
-from adapters.codec import decode, encode
+from adapters.codec import encode
 from adapters.nats.events import NatsEventLog
 from adapters.nats.streams import NatsStreams
 from domain.errors import BackendError
@@ -27,31 +27,12 @@ from domain.models import (
     StepFailed,
     StepId,
 )
-from tests.integration.jetstream import history_stream, stored, unique
+from tests.integration.jetstream import decode_event, history_stream, stored
 
 pytestmark = pytest.mark.integration
 
 MOMENT: Final = datetime(2026, 7, 19, 12, 0, 0, 123456, tzinfo=UTC)
 TRACEPARENT: Final = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-def decode_event(data: bytes) -> Event:
-    return decode(data, Event)
-
-
-@pytest.fixture
-def js(nats_client: NatsClient) -> JetStreamContext:
-    return nats_client.jetstream()
-
-
-@pytest.fixture
-def run_id() -> RunId:
-    return RunId(unique("run-"))
-
-
-@pytest.fixture
-def other_run() -> RunId:
-    return RunId(unique("run-"))
 
 
 @pytest.fixture

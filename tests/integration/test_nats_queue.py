@@ -23,7 +23,7 @@ from adapters.wire import consumer_filter, consumer_name, overlap_conflict
 from app.embedded import EmbeddedNats
 from domain.errors import BackendUnavailableError, ConsumerConflictError
 from domain.models import Delivery, StepId, TaskPayload, TaskType
-from tests.integration.jetstream import TaskStream, stored, task_queue, task_stream
+from tests.integration.jetstream import TaskStream, stored, task_queue
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +33,6 @@ LONG_ENOUGH: Final = timedelta(seconds=5)
 """A timeout that a passing test never reaches."""
 WAKE_LIMIT_S: Final = 0.2
 """Slack over the 50 ms wake-up target, for a loaded test machine."""
-
-
-@pytest.fixture
-def js(nats_client: NatsClient) -> JetStreamContext:
-    return nats_client.jetstream()
-
-
-@pytest.fixture
-async def stream(js: JetStreamContext) -> AsyncIterator[TaskStream]:
-    async with task_stream(js) as created:
-        yield created
-
-
-@pytest.fixture
-async def queue(nats_client: NatsClient, stream: TaskStream) -> AsyncIterator[NatsTaskQueue]:
-    async with task_queue(nats_client, stream) as created:
-        yield created
 
 
 @pytest.fixture

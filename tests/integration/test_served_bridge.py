@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import BridgeProcess, start_bridge
+from tests.integration.conftest import BridgeProcess, eventually, start_bridge
 
 pytestmark = pytest.mark.integration
-
-CONDITION_TIMEOUT_S = 5.0
-
-
-def eventually(condition: Callable[[], bool]) -> bool:
-    """Wait for a condition the server reaches on its own (it has no event to await)."""
-    deadline = time.monotonic() + CONDITION_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def registered(bridge: BridgeProcess) -> list[str]:
@@ -104,19 +90,39 @@ def test_a_poller_that_leaves_does_not_strand_the_task_it_would_have_taken(
     assert task["run_id"] == "r1"
 
 
+SPELLINGS_OF_V1_WORKERS = ("//v1/workers", "/v1//workers", "/%76%31/workers", "/v1%2Fworkers")
+
+
 def test_with_a_token_v1_needs_it_and_the_log_never_shows_it(tmp_path: Path) -> None:
     token = "tok-7f3a9c"
+    authorization = {"Authorization": f"Bearer {token}"}
     bridge = start_bridge(tmp_path, DAGNATS_BRIDGE_TOKEN=token)
     try:
         anonymous = httpx.get(f"{bridge.url}/v1/workers")
-        authorised = httpx.get(
-            f"{bridge.url}/v1/workers", headers={"Authorization": f"Bearer {token}"}
-        )
+        authorised = httpx.get(f"{bridge.url}/v1/workers", headers=authorization)
+        # Checked before routing: an unknown path or method tells nothing, and no spelling
+        # of a /v1/ path the router accepts escapes the check.
+        unknown = httpx.get(f"{bridge.url}/v1/nonexistent")
+        wrong_method = httpx.post(f"{bridge.url}/v1/workers")
+        spelled = {
+            path: (
+                httpx.get(f"{bridge.url}{path}").status_code,
+                httpx.get(f"{bridge.url}{path}", headers=authorization).status_code,
+            )
+            for path in SPELLINGS_OF_V1_WORKERS
+        }
     finally:
         bridge.stop()
 
     assert anonymous.status_code == 401
     assert authorised.status_code == 200
+    assert (unknown.status_code, wrong_method.status_code) == (401, 401)
+    assert spelled == {
+        "//v1/workers": (401, 200),
+        "/v1//workers": (401, 200),
+        "/%76%31/workers": (401, 200),
+        "/v1%2Fworkers": (401, 404),
+    }
     log = bridge.log.read_text()
     assert "auth on" in log
     assert token not in log

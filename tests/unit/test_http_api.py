@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,12 +14,6 @@ from domain.services.workers import ConnectCommand
 from tests.factories import memory_container
 
 NO_WAIT = 1
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(memory_container())) as test_client:
-        yield test_client
 
 
 async def enqueue(client: AsyncTestClient[Any], **body: Any) -> dict[str, Any]:
@@ -413,3 +406,46 @@ async def test_a_connected_worker_polls_up_to_its_max_tasks_and_frees_them_on_le
         ("step.started", "w1"),
         ("step.started", None),
     ]
+
+
+SPELLINGS_OF_V1 = [
+    ("GET", "/v1/workers"),
+    ("GET", "//v1/workers"),
+    ("GET", "/v1//workers"),
+    ("GET", "///v1///workers/"),
+    ("GET", "/%76%31/workers"),
+    ("GET", "/V1/workers"),
+    ("GET", "/v1%2Fworkers"),
+    ("GET", "/v1/nonexistent"),
+    ("POST", "/v1/workers"),
+    ("DELETE", "/v1/tasks/poll"),
+    ("GET", "/v1/sim/runs"),
+]
+
+
+async def answers_to(app_token: str | None, sent_token: str | None) -> list[int]:
+    headers = {"Authorization": f"Bearer {sent_token}"} if sent_token else {}
+    app = create_app(memory_container(token=app_token))
+    async with AsyncTestClient(app=app, base_url="http://bridge.local") as client:
+        return [
+            (
+                await client.request(method, f"http://bridge.local{path}", headers=headers)
+            ).status_code
+            for method, path in SPELLINGS_OF_V1
+        ]
+
+
+async def test_without_the_token_every_spelling_of_a_v1_path_is_401_before_routing() -> None:
+    anonymous = await answers_to("s3cret", None)
+
+    # An unknown path (404), a wrong method (405) or the simulator's routes tell nothing.
+    assert anonymous == [401] * len(SPELLINGS_OF_V1)
+
+
+async def test_with_the_token_every_spelling_answers_as_it_does_without_auth() -> None:
+    with_the_token = await answers_to("s3cret", "s3cret")
+    without_auth = await answers_to(None, None)
+
+    assert with_the_token == without_auth
+    assert with_the_token[:5] == [200] * 5  # the router skips empty segments
+    assert with_the_token[-3:] == [405, 405, 200]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
 from datetime import timedelta
-from typing import Any
 
 import attrs
 import pytest
 
 from adapters.memory.clock import ManualClock
 from adapters.memory.kv import MemoryBuckets
-from adapters.memory.queue import MemoryTaskQueue
+from adapters.metrics import PrometheusTelemetry
 from adapters.workers import KvWorkerDirectory
 from domain.errors import (
     AlreadySettledError,
@@ -26,10 +25,10 @@ from domain.errors import (
 from domain.models import DeliveryHandle, RawJson, RunId, StepId, TaskPayload, TaskType, WorkerId
 from domain.protocol import STEP_COMPLETED, STEP_CONTINUE, STEP_FAILED, STEP_STARTED
 from domain.services.actions import ResolveRequest
-from domain.services.poll import PollCommand
+from domain.services.poll import PollCommand, PollService
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand, WorkerRegistry
-from tests.factories import ACK_WAIT, Harness
+from tests.factories import ACK_WAIT, Harness, PassThroughQueue
 
 WORK = TaskType("work")
 
@@ -104,6 +103,32 @@ async def test_a_client_that_leaves_gets_its_tasks_released_at_once(bridge: Harn
     assert again.attempt == 2
 
 
+@pytest.mark.parametrize("ending", ["client_leaves", "drain_begins"])
+async def test_a_waiting_poll_that_ends_early_leases_nothing_that_became_ready_meanwhile(
+    bridge: Harness, ending: str
+) -> None:
+    gone = asyncio.Event()
+    polling = asyncio.ensure_future(
+        bridge.poll(
+            PollCommand(
+                task_types=[WORK], max_tasks=1, timeout=timedelta(seconds=30), abandoned=gone
+            )
+        )
+    )
+    await bridge.clock.wait_for_sleepers()
+
+    if ending == "client_leaves":
+        gone.set()
+    else:
+        bridge.poll.drain.begin()
+    await enqueue(bridge)
+
+    assert await asyncio.wait_for(polling, 1) == []
+    assert await bridge.events.read(RunId("r1")) == []
+    (task,) = await bridge.poll_now(WORK)
+    assert task.attempt == 1
+
+
 async def test_a_type_that_faults_does_not_starve_its_sibling(bridge: Harness) -> None:
     await bridge.poll_now("a")
     await enqueue(bridge)
@@ -118,6 +143,48 @@ async def test_a_poll_that_got_nothing_and_faulted_raises_the_fault(bridge: Harn
 
     with pytest.raises(ConsumerConflictError, match=r"task\.a\.>"):
         await bridge.poll_now("a.b")
+
+
+def counted(bridge: Harness) -> tuple[PollService, PrometheusTelemetry]:
+    telemetry = PrometheusTelemetry(leases=lambda: bridge.leases, version="0")
+    return attrs.evolve(bridge.poll, telemetry=telemetry), telemetry
+
+
+def poll_waits(telemetry: PrometheusTelemetry, outcome: str) -> float | None:
+    return telemetry.registry.get_sample_value(
+        "dagnats_bridge_poll_wait_seconds_count", {"outcome": outcome}
+    )
+
+
+async def test_a_poll_that_faults_is_logged_with_its_cause_and_counted(
+    bridge: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    poll, telemetry = counted(bridge)
+    caplog.set_level(logging.INFO)
+    await bridge.poll_now("a")
+
+    with pytest.raises(ConsumerConflictError):
+        await poll(PollCommand(task_types=[TaskType("a.b")], max_tasks=1, timeout=timedelta(0)))
+
+    (line,) = [r for r in caplog.records if r.name == "dagnats_bridge.requests"]
+    assert line.levelno == logging.WARNING
+    assert line.outcome == "failed"  # type: ignore[attr-defined]
+    assert line.cause.startswith("ConsumerConflictError: ")  # type: ignore[attr-defined]
+    assert poll_waits(telemetry, "failed") == 1
+
+
+async def test_a_poll_cancelled_while_it_waits_is_counted_as_abandoned(bridge: Harness) -> None:
+    poll, telemetry = counted(bridge)
+    polling = asyncio.ensure_future(
+        poll(PollCommand(task_types=[WORK], max_tasks=1, timeout=timedelta(seconds=30)))
+    )
+    await bridge.clock.wait_for_sleepers()
+
+    polling.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await polling
+    assert poll_waits(telemetry, "abandoned") == 1
 
 
 async def test_a_malformed_task_is_consumed_and_skipped(bridge: Harness) -> None:
@@ -399,32 +466,16 @@ async def test_a_worker_id_on_resolve_is_carried_by_the_terminal_event(bridge: H
 
 
 @attrs.define
-class AckFailsOnce:
+class AckFailsOnce(PassThroughQueue):
     """The memory queue, except that the first ack finds the broker away."""
 
-    inner: MemoryTaskQueue
     failed: bool = False
-
-    async def fetch(self, task_type: TaskType, max_messages: int, timeout: timedelta) -> Any:
-        return await self.inner.fetch(task_type, max_messages, timeout)
-
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
-        await self.inner.wait_ready(task_types, timeout)
 
     async def ack(self, handle: DeliveryHandle) -> None:
         if not self.failed:
             self.failed = True
             raise BackendUnavailableError("NATS away")
         await self.inner.ack(handle)
-
-    async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
-        await self.inner.nak(handle, delay)
-
-    async def in_progress(self, handle: DeliveryHandle) -> None:
-        await self.inner.in_progress(handle)
-
-    async def term(self, handle: DeliveryHandle) -> None:
-        await self.inner.term(handle)
 
 
 async def test_a_terminal_action_that_fails_before_its_event_leaves_the_task_open() -> None:

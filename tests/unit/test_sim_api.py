@@ -18,12 +18,6 @@ EPOCH = "2026-01-01T00:00:00Z"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(memory_container())) as test_client:
-        yield test_client
-
-
-@pytest.fixture
 async def manual() -> AsyncIterator[AsyncTestClient[Any]]:
     """The memory backend on a manual clock, with the engine simulation (its default)."""
     app = create_app(memory_container(clock=ClockKind.MANUAL))

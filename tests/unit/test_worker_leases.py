@@ -4,14 +4,12 @@ flight, and its leases are given back at once when its last connect stream close
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 import attrs
 import pytest
 
-from adapters.memory.queue import MemoryTaskQueue
 from domain.errors import AlreadySettledError, BackendUnavailableError
 from domain.models import DeliveryHandle, LeaseState, RunId, TaskType, WorkerId
 from domain.protocol import STEP_STARTED
@@ -21,7 +19,7 @@ from domain.services.poll import PollCommand
 from domain.services.release import RELEASE, ReleaseLeases
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand
-from tests.factories import Harness
+from tests.factories import Harness, PassThroughQueue
 
 WORK = TaskType("work")
 W1 = WorkerId("w1")
@@ -187,30 +185,14 @@ async def test_a_release_leaves_settled_and_settling_leases_alone(bridge: Harnes
 
 
 @attrs.define
-class BeforeNak:
+class BeforeNak(PassThroughQueue):
     """The memory queue, running `hook` before each NAK (to interleave another replica)."""
 
-    inner: MemoryTaskQueue
     hook: Callable[[], Awaitable[None]]
-
-    async def fetch(self, task_type: TaskType, max_messages: int, timeout: timedelta) -> Any:
-        return await self.inner.fetch(task_type, max_messages, timeout)
-
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
-        await self.inner.wait_ready(task_types, timeout)
-
-    async def ack(self, handle: DeliveryHandle) -> None:
-        await self.inner.ack(handle)
 
     async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
         await self.hook()
         await self.inner.nak(handle, delay)
-
-    async def in_progress(self, handle: DeliveryHandle) -> None:
-        await self.inner.in_progress(handle)
-
-    async def term(self, handle: DeliveryHandle) -> None:
-        await self.inner.term(handle)
 
 
 async def test_a_resolve_on_another_replica_during_a_release_is_refused(

@@ -80,11 +80,12 @@ def problem(
     )
 
 
+def status_of(exc: DomainError) -> int:
+    return next((code for kind, code in STATUS_FOR.items() if isinstance(exc, kind)), 500)
+
+
 def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
-    status = next(
-        (code for kind, code in STATUS_FOR.items() if isinstance(exc, kind)),
-        500,
-    )
+    status = status_of(exc)
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         log.warning("request failed with %s: %s", status, exc)
     headers = (

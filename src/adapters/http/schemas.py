@@ -52,6 +52,8 @@ class SimTaskBody:
     attempt: int = 0
     iteration: int = 0
     metadata: dict[str, str] | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -144,4 +146,6 @@ def to_enqueue_command(body: SimTaskBody) -> EnqueueCommand:
         attempt=body.attempt,
         iteration=body.iteration,
         metadata=body.metadata,
+        traceparent=body.traceparent,
+        tracestate=body.tracestate,
     )

@@ -42,6 +42,9 @@ class MemoryEventLog:
     async def read(self, run_id: RunId) -> list[Event]:
         return [outbound.event for outbound in self.outbound(run_id)]
 
+    async def contains(self, run_id: RunId, msg_id: str) -> bool:
+        return any(outbound.msg_id == msg_id for outbound in self.outbound(run_id))
+
     def outbound(self, run_id: RunId) -> list[OutboundEvent]:
         """The run's stored events with their msg-ids and headers, in append order."""
         return [outbound for outbound in self._stored if outbound.event.run_id == run_id]

@@ -11,7 +11,8 @@ from domain.ports import Clock
 
 @attrs.define
 class MemoryLeaseStore:
-    """LeaseStore for one process. Mutable on purpose: it is the store.
+    """LeaseStore for one process, and LeaseListing: its leases die with the process, so the
+    drain releases those left active on the way out. Mutable on purpose: it is the store.
 
     A lease whose deadline has come reads as absent, and cannot be replaced. The tasks of
     each worker are indexed, so `held_by` costs what the worker holds, not what the store does.
@@ -45,12 +46,18 @@ class MemoryLeaseStore:
             self._remove(task_id)
 
     async def count(self) -> int:
-        now = self.clock.now()
-        return sum(1 for lease in self._leases.values() if lease.deadline > now)
+        return len(self._unexpired())
+
+    async def live(self) -> list[Lease]:
+        return self._unexpired()
 
     async def held_by(self, worker_id: WorkerId) -> list[Lease]:
         leases = (self._live(task_id) for task_id in self._by_worker.get(worker_id, ()))
         return [lease for lease in leases if lease is not None]
+
+    def _unexpired(self) -> list[Lease]:
+        now = self.clock.now()
+        return [lease for lease in self._leases.values() if lease.deadline > now]
 
     def _live(self, task_id: TaskId) -> Lease | None:
         lease = self._leases.get(task_id)

@@ -31,6 +31,7 @@ from adapters.wire import (
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
 from domain.ports import Clock
+from domain.tracing import task_trace, trace_headers
 
 DUPLICATE_WINDOW: Final = timedelta(minutes=2)
 """JetStream's default duplicate window, which TASK_QUEUES keeps."""
@@ -101,7 +102,14 @@ class MemoryTaskQueue:
         return DuplicateWindow(self.clock, DUPLICATE_WINDOW)
 
     async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
-        await self.publish_raw(task_type, self.encode(task), run_id=task.run_id, msg_id=msg_id)
+        """As the engine publishes: the task's trace context in the W3C headers too."""
+        await self.publish_raw(
+            task_type,
+            self.encode(task),
+            run_id=task.run_id,
+            msg_id=msg_id,
+            headers=trace_headers(task_trace(task)),
+        )
 
     async def publish_raw(
         self,
@@ -227,6 +235,7 @@ class MemoryTaskQueue:
             task=task,
             problem=problem,
             headers=dict(message.headers),
+            sequence=message.seq,
         )
 
     def _current(self, handle: DeliveryHandle) -> _Message | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import nats.js.errors
@@ -23,7 +23,7 @@ class NatsEventLog:
     `append` sends `Nats-Msg-Id` (the event's msg-id; none when it is empty, which is then
     never a duplicate) and the outbound trace headers, and returns once JetStream has stored
     the event, or reported it a duplicate within the stream's duplicate window (5 s on
-    WORKFLOW_HISTORY). `read` walks the run's subject with
+    WORKFLOW_HISTORY). `read` and `contains` walk the run's subject with
     "next message by subject" gets, one per event, which works on any stream configuration
     (direct gets need `allow_direct`) and ends at the first "no message found".
     """
@@ -44,13 +44,21 @@ class NatsEventLog:
         return not ack.duplicate
 
     async def read(self, run_id: RunId) -> list[Event]:
+        return [self._event(message) async for message in self._messages(run_id)]
+
+    async def contains(self, run_id: RunId, msg_id: str) -> bool:
+        """Walks the run's history as `read` does, comparing each message's `Nats-Msg-Id`."""
+        async for message in self._messages(run_id):
+            if (message.headers or {}).get(MSG_ID_HEADER) == msg_id:
+                return True
+        return False
+
+    async def _messages(self, run_id: RunId) -> AsyncIterator[api.RawStreamMsg]:
         subject = history_subject(run_id)
-        events: list[Event] = []
         seq = 1
         while (message := await self._next(subject, seq)) is not None:
-            events.append(self._event(message))
+            yield message
             seq = (message.seq or seq) + 1
-        return events
 
     async def _next(self, subject: str, seq: int) -> api.RawStreamMsg | None:
         """The first message on `subject` at or after `seq`; None when there is none."""

@@ -33,6 +33,7 @@ from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 from nats.js.kv import KeyValue as Bucket
 
 from adapters.nats.errors import translated
+from adapters.nats.provision import placing, warn_if_fewer_replicas
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
     LEASES_BUCKET,
@@ -334,18 +335,24 @@ class NatsBuckets:
         return bound
 
 
-async def provision_buckets(js: JetStreamContext) -> None:
+async def provision_buckets(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create the engine's buckets that are absent, configured as DagNats does; an existing
     bucket is left exactly as it is."""
     # Direct gets, as the Go client sets on every bucket it creates.
     await _create_if_absent(
-        js, KeyValueConfig(bucket=WORKERS_BUCKET, ttl=WORKERS_TTL.total_seconds(), direct=True)
+        js,
+        KeyValueConfig(
+            bucket=WORKERS_BUCKET,
+            ttl=WORKERS_TTL.total_seconds(),
+            direct=True,
+            replicas=replicas,
+        ),
     )
-    await _create_if_absent(js, KeyValueConfig(bucket=CHECKPOINTS_BUCKET, direct=True))
-    await _create_if_absent(js, KeyValueConfig(bucket=SIGNALS_BUCKET, direct=True))
+    for name in (CHECKPOINTS_BUCKET, SIGNALS_BUCKET):
+        await _create_if_absent(js, KeyValueConfig(bucket=name, direct=True, replicas=replicas))
 
 
-async def ensure_leases_bucket(js: JetStreamContext, ttl: timedelta) -> None:
+async def ensure_leases_bucket(js: JetStreamContext, ttl: timedelta, *, replicas: int = 1) -> None:
     """Create the bridge's lease bucket when absent (always, with or without provisioning).
 
     `ttl` only collects garbage: a lease's own deadline decides when it expires.
@@ -353,23 +360,35 @@ async def ensure_leases_bucket(js: JetStreamContext, ttl: timedelta) -> None:
     # No direct gets: any replica may answer one, possibly stale, and a lease must be
     # read back as written.
     await _create_if_absent(
-        js, KeyValueConfig(bucket=LEASES_BUCKET, ttl=ttl.total_seconds(), direct=False)
+        js,
+        KeyValueConfig(
+            bucket=LEASES_BUCKET, ttl=ttl.total_seconds(), direct=False, replicas=replicas
+        ),
     )
 
 
-async def ensure_polls_bucket(js: JetStreamContext) -> None:
+async def ensure_polls_bucket(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create the bridge's bucket of poll answers when absent: its TTL is the replay window,
     so an answer is gone POLL_REPLAY_WINDOW after its put (Decision 13)."""
     await _create_if_absent(
         js,
-        KeyValueConfig(bucket=POLLS_BUCKET, ttl=POLL_REPLAY_WINDOW.total_seconds(), direct=False),
+        KeyValueConfig(
+            bucket=POLLS_BUCKET,
+            ttl=POLL_REPLAY_WINDOW.total_seconds(),
+            direct=False,
+            replicas=replicas,
+        ),
     )
 
 
 async def _create_if_absent(js: JetStreamContext, config: KeyValueConfig) -> None:
-    with translated(f"provision KV bucket {config.bucket}"):
+    what = f"provision KV bucket {config.bucket}"
+    with translated(what), placing(what):
         try:
-            await js.key_value(config.bucket)
+            bucket = await js.key_value(config.bucket)
         except BucketNotFoundError:
             await js.create_key_value(config)
-            log.info("created KV bucket %s", config.bucket)
+            log.info("created KV bucket %s, %d replicas", config.bucket, config.replicas)
+            return
+        existing = (await bucket.status()).stream_info.config
+    warn_if_fewer_replicas(f"KV bucket {config.bucket}", existing.num_replicas, config.replicas)

@@ -4,6 +4,7 @@ resolve a task another one handed out (B3)."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Final
 
 import attrs
@@ -13,12 +14,15 @@ from adapters.codec import DecodeError, decode, encode
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import KvEntry, Lease, TaskId, WorkerId
+from domain.models import KvEntry, Lease, LeaseId, TaskId, WorkerId
 from domain.ports import Clock
 
 _UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
 # A dot that would open an empty subject token: leading, trailing, or right after a dot.
 _EMPTY_TOKEN_DOT: Final = re.compile(r"^\.|\.\Z|(?<=\.)\.")
+KNOWN_REVISIONS_MAX: Final = 50_000
+"""Leases whose stored revision this process remembers (a few hundred bytes each); beyond
+that, the oldest are forgotten and a replace of theirs reads the store first."""
 
 
 def lease_key(task_id: TaskId) -> str:
@@ -31,6 +35,15 @@ def lease_key(task_id: TaskId) -> str:
     return _EMPTY_TOKEN_DOT.sub("=2E", escaped)
 
 
+@attrs.frozen
+class _Known:
+    """What the KV entry at `revision` holds: immutable, as every revision is."""
+
+    revision: int
+    lease_id: LeaseId
+    deadline: datetime
+
+
 @attrs.define
 class NatsLeaseStore:
     """LeaseStore on a JetStream KV bucket (`bridge_leases`, which must exist).
@@ -38,13 +51,16 @@ class NatsLeaseStore:
     A lease is stored under `lease_key(task_id)` as the codec's JSON, and its `revision` is
     the KV revision, so replace and delete are compare-and-set on the server. The lease's
     own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
-    Mutable on purpose: it keeps the bucket once bound.
+    A replace of a revision this process wrote or read last is one round trip (the update):
+    what that revision holds never changes, and the server refuses the update if it is no
+    longer the latest. Mutable on purpose: it keeps the bucket once bound, and those revisions.
     """
 
     js: JetStreamContext
     clock: Clock = attrs.field(kw_only=True)
     bucket: str = attrs.field(default=LEASES_BUCKET, kw_only=True)
     _kv: NatsKeyValue | None = attrs.field(init=False, default=None)
+    _known: dict[TaskId, _Known] = attrs.field(init=False, factory=dict)
 
     async def get(self, task_id: TaskId) -> Lease | None:
         stored = await self._stored(task_id)
@@ -54,7 +70,7 @@ class NatsLeaseStore:
         """Store a new current lease for the task, replacing any older one."""
         kv = await self._bound()
         revision = await kv.put(lease_key(lease.task_id), _encode(lease))
-        return attrs.evolve(lease, revision=revision)
+        return self._remember(attrs.evolve(lease, revision=revision))
 
     async def replace(self, lease: Lease) -> Lease:
         """Store `lease` only if the stored one is live, has its lease_id and its revision.
@@ -62,18 +78,20 @@ class NatsLeaseStore:
         LeaseRevisionError otherwise, also when another write lands between the read and
         the write (the server checks the revision).
         """
-        current = await self.get(lease.task_id)
+        current = await self._current(lease.task_id, lease.revision)
         if (
             current is None
             or current.lease_id != lease.lease_id
             or current.revision != lease.revision
+            or not self._live(current)
         ):
             raise LeaseRevisionError(lease.task_id)
         kv = await self._bound()
         revision = await kv.update(lease_key(lease.task_id), _encode(lease), last=lease.revision)
         if revision is None:
+            self._known.pop(lease.task_id, None)
             raise LeaseRevisionError(lease.task_id)
-        return attrs.evolve(lease, revision=revision)
+        return self._remember(attrs.evolve(lease, revision=revision))
 
     async def delete(self, task_id: TaskId, lease_id: str) -> None:
         """Forget the lease, live or expired, if it is still the task's current one."""
@@ -82,6 +100,7 @@ class NatsLeaseStore:
             kv = await self._bound()
             # Refused when a newer lease was put since the read: that one must stay.
             await kv.delete_at(lease_key(task_id), last=stored.revision)
+            self._known.pop(task_id, None)
 
     async def count(self) -> int:
         """Unexpired leases; reads the whole bucket (for metrics and tests)."""
@@ -98,12 +117,29 @@ class NatsLeaseStore:
         leases = [_decode(entry) for entry in await kv.latest() if needle in entry.value]
         return [lease for lease in leases if lease.worker_id == worker_id and self._live(lease)]
 
+    async def _current(self, task_id: TaskId, revision: int) -> _Known | Lease | None:
+        """The lease at `revision` if this process knows it, else what the store holds."""
+        known = self._known.get(task_id)
+        if known is not None and known.revision == revision:
+            return known
+        return await self._stored(task_id)
+
     async def _stored(self, task_id: TaskId) -> Lease | None:
         kv = await self._bound()
         entry = await kv.get(lease_key(task_id))
-        return None if entry is None else _decode(entry)
+        if entry is None:
+            self._known.pop(task_id, None)
+            return None
+        return self._remember(_decode(entry))
 
-    def _live(self, lease: Lease) -> bool:
+    def _remember(self, lease: Lease) -> Lease:
+        self._known.pop(lease.task_id, None)
+        if len(self._known) >= KNOWN_REVISIONS_MAX:
+            del self._known[next(iter(self._known))]
+        self._known[lease.task_id] = _Known(lease.revision, lease.lease_id, lease.deadline)
+        return lease
+
+    def _live(self, lease: Lease | _Known) -> bool:
         return lease.deadline > self.clock.now()
 
     async def _bound(self) -> NatsKeyValue:

@@ -21,6 +21,7 @@ from adapters.nats.pulls import TypePuller
 from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
 from domain.errors import DomainError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
+from domain.tracing import task_trace, trace_headers
 
 T = TypeVar("T")
 
@@ -84,7 +85,14 @@ class NatsTaskQueue:
         return TypeConsumers(self._nc, self._js, self.stream, self.consumer_ack_wait)
 
     async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
-        await self.publish_raw(task_type, self.encode(task), run_id=task.run_id, msg_id=msg_id)
+        """As the engine publishes: the task's trace context in the W3C headers too."""
+        await self.publish_raw(
+            task_type,
+            self.encode(task),
+            run_id=task.run_id,
+            msg_id=msg_id,
+            headers=trace_headers(task_trace(task)),
+        )
 
     async def publish_raw(
         self,
@@ -206,4 +214,5 @@ class NatsTaskQueue:
                 for key, value in (msg.headers or {}).items()
                 if not key.startswith(JETSTREAM_HEADER_PREFIX)
             },
+            sequence=msg.metadata.sequence.stream,
         )

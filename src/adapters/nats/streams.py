@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 from nats.aio.client import Client as NatsClient
 
@@ -16,7 +18,13 @@ class NatsStreams:
 
     _nc: NatsClient
 
-    async def publish(self, run_id: RunId, step_id: StepId, data: RawJson) -> None:
+    async def publish(
+        self,
+        run_id: RunId,
+        step_id: StepId,
+        data: RawJson,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         subject = stream_subject(run_id, step_id)
         with translated(f"publish stream chunk on {subject}"):
-            await self._nc.publish(subject, data)
+            await self._nc.publish(subject, data, headers=dict(headers) if headers else None)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 
-from domain.errors import DomainError
+from domain.errors import DomainError, LeaseRevisionError
 from domain.models import (
     Delivery,
     Event,
@@ -23,6 +24,7 @@ from domain.models import (
     RawJson,
     TaskPayload,
     TaskType,
+    TraceContext,
     WorkerId,
     task_id_of,
 )
@@ -34,6 +36,8 @@ from domain.ports import (
     LeaseStore,
     PollAnswerStore,
     TaskQueue,
+    Telemetry,
+    Tracer,
     WorkerDirectory,
 )
 from domain.protocol import (
@@ -45,7 +49,19 @@ from domain.protocol import (
     is_valid_attempt,
     poll_room,
 )
+from domain.services.drain import Drain
 from domain.services.locks import KeyedLocks
+from domain.services.release import RELEASE
+from domain.services.settling import event_recorded, terminal_msg_id
+from domain.telemetry import (
+    NO_TELEMETRY,
+    Outcome,
+    PollReport,
+    cause_of,
+    outcome_of,
+    report_poll,
+)
+from domain.tracing import NoTracer, delivery_trace, lease_trace, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +106,66 @@ class PollService:
     answers: PollAnswerStore
     clock: Clock
     ids: IdSource
+    tracer: Tracer = attrs.field(factory=NoTracer)
+    """A `bridge.dispatch` span per task handed out; none for a poll that finds nothing."""
+    telemetry: Telemetry = NO_TELEMETRY
+    drain: Drain = attrs.field(factory=Drain)
+    """Once the process drains, a waiting poll answers at once with what it holds."""
     poll_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     worker_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     """Held while counting a capped worker's leases and taking tasks, so that this
     process's concurrent polls of one worker never take more than its cap together."""
 
     async def __call__(self, cmd: PollCommand) -> list[PolledTask]:
+        """Reported once answered, failed or not: a log line per task (one for none), and
+        the wait counted."""
+        started = self.clock.now()
+        try:
+            tasks, replayed = await self._answer(cmd)
+        except BaseException as exc:
+            outcome = outcome_of(exc)
+            self._report(cmd, started, outcome, [], cause_of(exc, outcome))
+            raise
+        self._report(cmd, started, self._outcome(cmd, tasks, replayed=replayed), tasks)
+        return tasks
+
+    def _report(
+        self,
+        cmd: PollCommand,
+        started: datetime,
+        outcome: Outcome,
+        tasks: list[PolledTask],
+        cause: str | None = None,
+    ) -> None:
+        report = PollReport(
+            outcome=outcome,
+            tasks=tasks,
+            task_types=cmd.task_types,
+            worker_id=cmd.worker_id,
+            waited=self.clock.now() - started,
+            cause=cause,
+        )
+        report_poll(self.telemetry, report)
+
+    async def _answer(self, cmd: PollCommand) -> tuple[list[PolledTask], bool]:
+        """The tasks, and whether they are a replay of an earlier answer."""
         if cmd.poll_id is None:
-            return await self._poll(cmd)
+            return await self._poll(cmd), False
         async with self.poll_locks.hold(cmd.poll_id):
             replayed = await self._replay(cmd.poll_id)
             if replayed is not None:
-                return replayed
+                return replayed, True
             tasks = await self._poll(cmd)
             if tasks:
                 await self._remember(cmd.poll_id, tasks)
-            return tasks
+            return tasks, False
+
+    def _outcome(self, cmd: PollCommand, tasks: list[PolledTask], *, replayed: bool) -> Outcome:
+        if replayed:
+            return Outcome.REPLAYED
+        if self._abandoned(cmd):
+            return Outcome.ABANDONED
+        return Outcome.HANDED_OUT if tasks else Outcome.EMPTY
 
     async def _poll(self, cmd: PollCommand) -> list[PolledTask]:
         deadline = self.clock.now() + cmd.timeout
@@ -117,9 +177,13 @@ class PollService:
                 room = poll_room(cmd.max_tasks, cap, await self._in_flight(cmd.worker_id, cap))
                 tasks = await self._fetch_pass(cmd, room, types, faults) if room > 0 else []
             left = deadline - self.clock.now()
-            if tasks or room <= 0 or not types or left <= NO_WAIT or self._abandoned(cmd):
+            if tasks or room <= 0 or not types or left <= NO_WAIT or self._ends_early(cmd):
                 break
             await self._wait(cmd, types, left)
+            if self._ends_early(cmd):
+                # No further pass: a task leased now would only be given back, its
+                # step.started already out and an attempt of the engine's spent.
+                break
         if self._abandoned(cmd):
             await self.release(tasks)
             return []
@@ -187,20 +251,23 @@ class PollService:
                 log.info("released %s: its poller left before the answer", task.task_id)
 
     async def _wait(self, cmd: PollCommand, types: list[TaskType], left: timedelta) -> None:
-        """Wait for a task to be ready, or for the client to go."""
-        if cmd.abandoned is None:
-            await self.queue.wait_ready(types, left)
-            return
-        waiters = {
+        """Wait for a task to be ready, for the client to go, or for the drain to begin."""
+        waiters: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(self.queue.wait_ready(types, left)),
-            asyncio.ensure_future(cmd.abandoned.wait()),
+            asyncio.ensure_future(self.drain.wait()),
         }
+        if cmd.abandoned is not None:
+            waiters.add(asyncio.ensure_future(cmd.abandoned.wait()))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+
+    def _ends_early(self, cmd: PollCommand) -> bool:
+        """The client has gone, or the process drains: stop waiting."""
+        return self._abandoned(cmd) or self.drain.begun
 
     @staticmethod
     def _abandoned(cmd: PollCommand) -> bool:
@@ -273,42 +340,150 @@ class PollService:
             )
             await self.queue.term(delivery.handle)
             return None
-        lease = await self._lease(delivery, task, attempt, worker_id)
-        try:
-            await self.events.append(self._started(lease))
-        except DomainError:
-            await self.leases.delete(lease.task_id, lease.lease_id)
-            await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
-            raise
-        return await self._polled(task, lease)
-
-    async def _lease(
-        self, delivery: Delivery, task: TaskPayload, attempt: int, worker_id: WorkerId | None
-    ) -> Lease:
-        traceparent = delivery.headers.get("traceparent") or task.traceparent
-        tracestate = delivery.headers.get("tracestate") or task.tracestate
-        try:
-            return await self.leases.put(
-                Lease(
-                    task_id=task_id_of(task.run_id, task.step_id),
-                    run_id=task.run_id,
-                    step_id=task.step_id,
-                    task_type=delivery.task_type,
-                    lease_id=LeaseId(self.ids.new_id()),
-                    handle=delivery.handle,
-                    attempt=attempt,
-                    iteration=task.iteration,
-                    delivery_count=delivery.delivery_count,
-                    ack_wait=delivery.ack_wait,
-                    deadline=self.clock.now() + delivery.ack_wait + LEASE_GRACE,
-                    worker_id=worker_id,
-                    traceparent=traceparent,
-                    tracestate=tracestate if traceparent else None,
-                )
+        if delivery.delivery_count > 1 and not await self._may_hand_out_again(delivery, task):
+            return None
+        with self.tracer.dispatch(
+            delivery_trace(delivery), run_id=task.run_id, step_id=task.step_id, attempt=attempt
+        ) as trace:
+            lease, checkpoint = await self._lease_and_announce(
+                delivery, self._new_lease(delivery, task, attempt, worker_id, trace)
             )
+            self.telemetry.task_handed_out(delivery.task_type)
+            return self._polled(task, lease, checkpoint)
+
+    async def _may_hand_out_again(self, delivery: Delivery, task: TaskPayload) -> bool:
+        """Whether a redelivered message may be handed out in place of its earlier lease.
+
+        Only redeliveries ask (a first delivery has no lease of its own to find). The task's
+        lease of the same message, if it is:
+        * settled with complete, fail or continue (SETTLED, or SETTLING with its event stored,
+          as the lease or the run's history says): only its ack was lost, so the message is
+          acked now and not handed out;
+        * open (ACTIVE, or SETTLING with no event stored: an abandoned claim): it is fenced
+          first, so that a resolve of it under way cannot claim it and publish any more;
+        * of a pause or a release, whose NAK brought the message back: handed out.
+        A lease of another message of the task, or none: handed out. If the lease cannot be
+        read, the message comes back after DISPATCH_FAILURE_DELAY.
+        """
+        try:
+            lease = await self.leases.get(task_id_of(task.run_id, task.step_id))
         except DomainError:
             await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
             raise
+        if lease is None or not delivery.sequence or lease.sequence != delivery.sequence:
+            return True
+        if lease.state is LeaseState.ACTIVE:
+            return await self._fenced(delivery, lease)
+        if terminal_msg_id(lease) is None:
+            return True
+        if lease.state is LeaseState.SETTLED or await event_recorded(self.events, lease):
+            await self._ack_settled(delivery, lease)
+            return False
+        return await self._fenced(delivery, lease)
+
+    async def _fenced(self, delivery: Delivery, lease: Lease) -> bool:
+        """Claim the open lease as a release does (compare-and-set), so that a resolve of it
+        gets 409 from now on; False, with the message NAKed for DISPATCH_FAILURE_DELAY, when a
+        resolve claimed it first (its redelivery then finds the lease settled)."""
+        try:
+            await self.leases.replace(
+                attrs.evolve(lease, state=LeaseState.SETTLING, terminal_action=RELEASE)
+            )
+        except LeaseRevisionError:
+            log.info("redelivery of %s held back: a resolve of it is under way", lease.task_id)
+            await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
+            return False
+        except DomainError:
+            await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
+            raise
+        return True
+
+    async def _ack_settled(self, delivery: Delivery, lease: Lease) -> None:
+        await self.queue.ack(delivery.handle)
+        log.info(
+            "redelivery of %s acked, not handed out: settled with %s, its ack was lost",
+            lease.task_id,
+            lease.terminal_action,
+        )
+        if lease.state is LeaseState.SETTLING:
+            await self._mark_settled(lease)
+
+    async def _mark_settled(self, lease: Lease) -> None:
+        """Best effort: a resolve retried on the lease finds the event in the history anyway."""
+        settled = attrs.evolve(
+            lease,
+            state=LeaseState.SETTLED,
+            recorded=True,
+            deadline=self.clock.now() + lease.ack_wait + LEASE_GRACE,
+        )
+        try:
+            await self.leases.replace(settled)
+        except DomainError as exc:
+            log.warning("lease of %s not marked settled: %s", lease.task_id, exc)
+
+    async def _lease_and_announce(
+        self, delivery: Delivery, lease: Lease
+    ) -> tuple[Lease, RawJson | None]:
+        """Store the lease, publish step.started and read the checkpoint, all at once (one
+        round trip instead of three); the first two must both be done before the hand-out.
+
+        If either fails, a lease stored meanwhile is deleted and the delivery is NAKed for
+        redelivery after DISPATCH_FAILURE_DELAY (a step.started already out is then followed
+        by another attempt's, as when an answer never reaches its poller).
+        """
+        stored, published, checkpoint = await asyncio.gather(
+            self.leases.put(lease),
+            self.events.append(self._started(lease)),
+            self._saved_checkpoint(lease),
+            return_exceptions=True,
+        )
+        for outcome in (stored, published, checkpoint):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
+                raise outcome
+        if isinstance(published, DomainError):
+            log.warning(
+                "step.started of %s not published, redelivery in %s: %s",
+                lease.task_id,
+                DISPATCH_FAILURE_DELAY,
+                published,
+            )
+            self.telemetry.started_publish_failed(delivery.task_type)
+        if isinstance(stored, BaseException):
+            await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
+            raise stored
+        if isinstance(published, BaseException):
+            await self.leases.delete(stored.task_id, stored.lease_id)
+            await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
+            raise published
+        return stored, None if isinstance(checkpoint, BaseException) else checkpoint
+
+    def _new_lease(
+        self,
+        delivery: Delivery,
+        task: TaskPayload,
+        attempt: int,
+        worker_id: WorkerId | None,
+        trace: TraceContext | None,
+    ) -> Lease:
+        """The lease keeps the dispatch span's context: the poll item's, and the parent of
+        its resolves that bring none of their own."""
+        return Lease(
+            task_id=task_id_of(task.run_id, task.step_id),
+            run_id=task.run_id,
+            step_id=task.step_id,
+            task_type=delivery.task_type,
+            lease_id=LeaseId(self.ids.new_id()),
+            handle=delivery.handle,
+            attempt=attempt,
+            iteration=task.iteration,
+            delivery_count=delivery.delivery_count,
+            ack_wait=delivery.ack_wait,
+            deadline=self.clock.now() + delivery.ack_wait + LEASE_GRACE,
+            worker_id=worker_id,
+            traceparent=trace.traceparent if trace is not None else None,
+            tracestate=trace.tracestate if trace is not None else None,
+            sequence=delivery.sequence,
+        )
 
     def _started(self, lease: Lease) -> OutboundEvent:
         return OutboundEvent(
@@ -321,10 +496,11 @@ class PollService:
                 attempt_number=lease.attempt,
             ),
             msg_id=event_msg_id(lease.run_id, lease.step_id, STEP_STARTED, lease.attempt),
-            headers=trace_headers(lease),
+            headers=trace_headers(lease_trace(lease)),
         )
 
-    async def _polled(self, task: TaskPayload, lease: Lease) -> PolledTask:
+    @staticmethod
+    def _polled(task: TaskPayload, lease: Lease, checkpoint: RawJson | None) -> PolledTask:
         return PolledTask(
             task_id=lease.task_id,
             run_id=task.run_id,
@@ -338,7 +514,7 @@ class PollService:
             dispatch_nonce=task.dispatch_nonce,
             traceparent=lease.traceparent,
             tracestate=lease.tracestate,
-            checkpoint=await self._saved_checkpoint(lease),
+            checkpoint=checkpoint,
         )
 
     async def _saved_checkpoint(self, lease: Lease) -> RawJson | None:
@@ -350,13 +526,3 @@ class PollService:
             log.warning("checkpoint of %s not read: %s", lease.task_id, exc)
             return None
         return RawJson(entry.value) if entry is not None and entry.value else None
-
-
-def trace_headers(lease: Lease) -> dict[str, str]:
-    """The W3C trace headers a lease's events travel with."""
-    headers = {}
-    if lease.traceparent:
-        headers["traceparent"] = lease.traceparent
-        if lease.tracestate:
-            headers["tracestate"] = lease.tracestate
-    return headers

@@ -16,7 +16,8 @@ from domain.services.locks import KeyedLocks
 log = logging.getLogger(__name__)
 
 RELEASE: Final = "release"
-"""The claim a release holds on a lease while it NAKs; a resolve in that moment gets 409."""
+"""The claim a release holds on a lease while it NAKs (and a redelivery's hand-out while it
+replaces the lease); a resolve in that moment gets 409."""
 
 
 @attrs.frozen(kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -9,6 +10,7 @@ import attrs
 
 from domain.errors import (
     AlreadySettledError,
+    BackendUnavailableError,
     BucketUnavailableError,
     DomainError,
     SignalTimeoutError,
@@ -23,6 +25,7 @@ from domain.models import (
     RawJson,
     StepFailed,
     TaskId,
+    TraceContext,
     WorkerId,
 )
 from domain.ports import (
@@ -33,6 +36,8 @@ from domain.ports import (
     LeaseStore,
     StreamPublisher,
     TaskQueue,
+    Telemetry,
+    Tracer,
 )
 from domain.protocol import (
     LEASE_GRACE,
@@ -59,7 +64,9 @@ from domain.services.actions import (
     parse_action,
 )
 from domain.services.locks import KeyedLocks
-from domain.services.poll import trace_headers
+from domain.services.settling import event_recorded, terminal_msg_id
+from domain.telemetry import NO_TELEMETRY, Outcome, ResolveNotes, report_resolve
+from domain.tracing import NoTracer, lease_trace, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,9 @@ class ResolveService:
     Terminal actions (complete, fail, pause, continue) claim the lease before their side
     effects, so exactly one of them wins; repeating the winning one answers a replay.
     Every event is published before its delivery is acked (at-least-once to the engine),
-    with msg-ids that make a retried publish a duplicate the event log drops.
+    with msg-ids that make a retried publish a duplicate the event log drops; a retry that
+    finds the claim of an earlier attempt asks the run's history first, as the log forgets
+    msg-ids after its duplicate window.
     """
 
     queue: TaskQueue
@@ -90,21 +99,52 @@ class ResolveService:
     buckets: KeyValueBuckets
     streams: StreamPublisher
     clock: Clock
+    tracer: Tracer = attrs.field(factory=NoTracer)
+    """A `bridge.resolve` span per resolve of a task in flight."""
     locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     """Per task id; shared with the lease release, so neither interleaves with the other."""
+    telemetry: Telemetry = NO_TELEMETRY
 
-    async def __call__(self, task_id: TaskId, request: ResolveRequest) -> Resolution:
-        async with self.locks.hold(task_id):
-            lease = await self._current(task_id, request)
-            action = parse_action(request)
-            if isinstance(action, TerminalAction):
-                return await self._settle(lease, action, request.worker_id)
-            if isinstance(action, WaitSignal):
-                signals = required(await self.buckets.signals(), "signal")
-                await self._extend(lease)
-            else:
-                return await self._apply(lease, action)
-        return await self._wait_signal(lease, action, signals)
+    async def __call__(
+        self, task_id: TaskId, request: ResolveRequest, trace: TraceContext | None = None
+    ) -> Resolution:
+        """Reported once answered, failed or not: a log line, and the outcome counted."""
+        notes = ResolveNotes(task_id, request, started=self.clock.now())
+        try:
+            resolution = await self._resolve(task_id, request, trace, notes)
+        except BaseException as exc:
+            report_resolve(self.telemetry, notes.failed(exc, self.clock.now()))
+            raise
+        outcome = Outcome.REPLAYED if resolution.replayed else Outcome.APPLIED
+        report_resolve(self.telemetry, notes.report(outcome, self.clock.now()))
+        return resolution
+
+    async def _resolve(
+        self,
+        task_id: TaskId,
+        request: ResolveRequest,
+        trace: TraceContext | None,
+        notes: ResolveNotes,
+    ) -> Resolution:
+        """`trace` is the request's own context; without one, the `bridge.resolve` span
+        continues the trace the task was handed out in."""
+        with contextlib.ExitStack() as spans:
+            async with self.locks.hold(task_id):
+                lease = notes.lease = await self._current(task_id, request)
+                span_context = spans.enter_context(
+                    self.tracer.resolve(
+                        trace or lease_trace(lease), task_id=task_id, action=request.action
+                    )
+                )
+                action = parse_action(request)
+                if isinstance(action, TerminalAction):
+                    return await self._settle(lease, action, request.worker_id, span_context)
+                if isinstance(action, WaitSignal):
+                    signals = required(await self.buckets.signals(), "signal")
+                    await self._extend(lease)
+                else:
+                    return await self._apply(lease, action, span_context)
+            return await self._wait_signal(lease, action, signals)
 
     async def _current(self, task_id: TaskId, request: ResolveRequest) -> Lease:
         lease = await self.leases.get(task_id)
@@ -115,17 +155,26 @@ class ResolveService:
         return lease
 
     async def _settle(
-        self, lease: Lease, action: TerminalAction, worker_id: WorkerId | None
+        self,
+        lease: Lease,
+        action: TerminalAction,
+        worker_id: WorkerId | None,
+        trace: TraceContext | None,
     ) -> Resolution:
         if lease.state is not LeaseState.ACTIVE and lease.terminal_action != action.action:
             raise AlreadySettledError(lease.terminal_action or "")
         if lease.state is LeaseState.SETTLED:
             return Resolution(action=action.action, replayed=True)
         claimed = await self.leases.replace(
-            attrs.evolve(lease, state=LeaseState.SETTLING, terminal_action=action.action)
+            attrs.evolve(
+                lease,
+                state=LeaseState.SETTLING,
+                terminal_action=action.action,
+                recorded=await self._recorded_earlier(lease),
+            )
         )
         if not claimed.recorded:
-            await self._record(claimed, action, worker_id or claimed.worker_id)
+            await self._record(claimed, action, worker_id or claimed.worker_id, trace)
         try:
             await self._settle_delivery(claimed, action)
         except DomainError:
@@ -137,20 +186,31 @@ class ResolveService:
         )
         return Resolution(action=action.action)
 
+    async def _recorded_earlier(self, lease: Lease) -> bool:
+        """Whether an earlier claim of the lease, cut short after its publish, got the event
+        stored: only a lease found SETTLING is looked up (in the run's history, unless it
+        says so itself); a first claim costs nothing more."""
+        return lease.state is LeaseState.SETTLING and await event_recorded(self.events, lease)
+
     async def _record(
-        self, claimed: Lease, action: TerminalAction, worker_id: WorkerId | None
+        self,
+        claimed: Lease,
+        action: TerminalAction,
+        worker_id: WorkerId | None,
+        trace: TraceContext | None,
     ) -> None:
-        """Publish the terminal event (a pause: save its checkpoint). If that fails nothing
-        happened, so the claim is given up and the task takes any action again."""
+        """Publish the terminal event (a pause: save its checkpoint). If that is refused
+        nothing happened, so the claim is given up and the task takes any action again."""
         try:
             if isinstance(action, Pause):
                 await self._save_pause_checkpoint(claimed, action)
             else:
-                await self.events.append(self._terminal_event(claimed, action, worker_id))
-        except DomainError:
-            await self._best_effort(
-                attrs.evolve(claimed, state=LeaseState.ACTIVE, terminal_action=None)
-            )
+                await self.events.append(self._terminal_event(claimed, action, worker_id, trace))
+        except DomainError as exc:
+            if not _maybe_published(claimed, exc):
+                await self._best_effort(
+                    attrs.evolve(claimed, state=LeaseState.ACTIVE, terminal_action=None)
+                )
             raise
 
     async def _settle_delivery(self, lease: Lease, action: TerminalAction) -> None:
@@ -167,7 +227,11 @@ class ResolveService:
             log.warning("lease of %s not updated after a failure: %s", lease.task_id, exc)
 
     def _terminal_event(
-        self, lease: Lease, action: Complete | Fail | Continue, worker_id: WorkerId | None
+        self,
+        lease: Lease,
+        action: Complete | Fail | Continue,
+        worker_id: WorkerId | None,
+        trace: TraceContext | None,
     ) -> OutboundEvent:
         payload: RawJson | StepFailed | None
         if isinstance(action, Continue):
@@ -187,7 +251,7 @@ class ResolveService:
             worker_id=worker_id,
             attempt_number=attempt,
         )
-        return OutboundEvent(event=event, msg_id=msg_id, headers=trace_headers(lease))
+        return OutboundEvent(event=event, msg_id=msg_id, headers=trace_headers(trace))
 
     async def _save_pause_checkpoint(self, lease: Lease, action: Pause) -> None:
         """Decision 6: the given checkpoint, else the native marker for a name, else nothing."""
@@ -199,7 +263,10 @@ class ResolveService:
             await bucket.put(lease.task_id, value)
 
     async def _apply(
-        self, lease: Lease, action: Checkpoint | Heartbeat | Stream | SendSignal
+        self,
+        lease: Lease,
+        action: Checkpoint | Heartbeat | Stream | SendSignal,
+        trace: TraceContext | None,
     ) -> Resolution:
         if lease.state is not LeaseState.ACTIVE:
             raise AlreadySettledError(lease.terminal_action or "")
@@ -207,7 +274,9 @@ class ResolveService:
             bucket = required(await self.buckets.checkpoints(), "checkpoint")
             await bucket.put(lease.task_id, action.data)
         elif isinstance(action, Stream):
-            await self.streams.publish(lease.run_id, lease.step_id, action.data)
+            await self.streams.publish(
+                lease.run_id, lease.step_id, action.data, trace_headers(trace)
+            )
         elif isinstance(action, SendSignal):
             bucket = required(await self.buckets.signals(), "signal")
             await bucket.put(f"{action.run_id}.{action.name}", action.data)
@@ -241,6 +310,13 @@ class ResolveService:
 
     def _deadline(self, lease: Lease) -> datetime:
         return self.clock.now() + lease.ack_wait + LEASE_GRACE
+
+
+def _maybe_published(claimed: Lease, exc: DomainError) -> bool:
+    """An event publish that got no answer may be stored all the same: its claim is kept, so
+    that the retry asks the history before publishing again (only the same action may retry;
+    a redelivery after AckWait hands the task out again if the event is not there)."""
+    return isinstance(exc, BackendUnavailableError) and terminal_msg_id(claimed) is not None
 
 
 def required(bucket: KeyValue | None, what: str) -> KeyValue:

@@ -16,6 +16,7 @@ from domain.services.actions import signal_to_send
 from domain.services.engine import EngineSimulator
 from domain.services.resolve import required
 from domain.services.runs import SimulatedRuns
+from domain.tracing import requested_trace
 
 MAX_CLOCK_ADVANCE_MS: Final = 366 * 24 * 3_600_000
 """One request moves a manual clock by at most a (leap) year."""
@@ -30,6 +31,9 @@ class EnqueueCommand:
     attempt: int = 0
     iteration: int = 0
     metadata: dict[str, str] | None = None
+    traceparent: str | None = None
+    """The engine's span the task continues: in the message's headers and body."""
+    tracestate: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +55,7 @@ class EnqueueTask:
         for field, value in (("attempt", cmd.attempt), ("iteration", cmd.iteration)):
             if value < 0:
                 raise InvalidRequestError(f"{field} must not be negative", field)
+        trace = requested_trace(cmd.traceparent, cmd.tracestate)
         task = TaskPayload(
             task_id=task_id_of(run_id, step_id),
             run_id=run_id,
@@ -59,6 +64,8 @@ class EnqueueTask:
             attempt=cmd.attempt,
             input=cmd.input,
             metadata=cmd.metadata,
+            traceparent=trace.traceparent if trace is not None else None,
+            tracestate=trace.tracestate if trace is not None else None,
         )
         # Recorded before the publish, so the run is known when its step.started comes.
         run = self.runs.begin(cmd.task_type, task) if self.runs is not None else None

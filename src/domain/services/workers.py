@@ -8,8 +8,9 @@ from collections import Counter
 import attrs
 
 from domain.models import TaskType, WorkerId, WorkerRegistration
-from domain.ports import Clock, WorkerDirectory
+from domain.ports import Clock, Telemetry, WorkerDirectory
 from domain.services.release import ReleaseLeases
+from domain.telemetry import NO_TELEMETRY
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,14 @@ class WorkerRegistry:
     directory: WorkerDirectory
     clock: Clock
     release: ReleaseLeases | None = attrs.field(default=None, kw_only=True)
+    telemetry: Telemetry = attrs.field(default=NO_TELEMETRY, kw_only=True)
     _sessions: Counter[WorkerId] = attrs.field(factory=Counter)
 
     async def open_session(self, cmd: ConnectCommand) -> None:
         """Register the worker; raises if the registration cannot be stored."""
         await self.directory.register(self._registration(cmd))
         self._sessions[cmd.worker_id] += 1
+        self.telemetry.workers_connected(len(self._sessions))
 
     async def refresh(self, cmd: ConnectCommand) -> None:
         """Re-put the registration (new last_seen, TTL restarted); best effort."""
@@ -58,6 +61,7 @@ class WorkerRegistry:
         if self._sessions[worker_id] > 0:
             return
         del self._sessions[worker_id]
+        self.telemetry.workers_connected(len(self._sessions))
         try:
             await self.directory.deregister(worker_id)
         except Exception as exc:
