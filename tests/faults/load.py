@@ -168,6 +168,9 @@ class Progress:
             self.sent_at[task_id] = sent_at
             self.changed.set()
 
+    def retried(self) -> None:
+        self.retries += 1
+
     def fail(self, failure: BaseException) -> None:
         self.failure = failure
         self.changed.set()
@@ -264,16 +267,25 @@ class Worker:
             raise AssertionError(f"resolve answered {answer.status_code}: {answer.text}")
 
     async def _until_answered(self, url: Callable[[], str], body: dict[str, Any]) -> httpx.Response:
-        """Post until the answer is not a transport error or a retried status."""
-        backoff = FIRST_BACKOFF_S
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                answer = await self.http.post(url(), json=body)
-                if answer.status_code not in RETRIED_STATUSES:
-                    return answer
-            self.progress.retries += 1
-            await asyncio.sleep(backoff)  # a retry's backoff: nothing to await but time
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        return await post_until_answered(self.http, url, body, on_retry=self.progress.retried)
+
+
+async def post_until_answered(
+    http: httpx.AsyncClient,
+    url: Callable[[], str],
+    body: dict[str, Any],
+    on_retry: Callable[[], None] = lambda: None,
+) -> httpx.Response:
+    """Post until the answer is not a transport error or a retried status, as a worker does."""
+    backoff = FIRST_BACKOFF_S
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            answer = await http.post(url(), json=body)
+            if answer.status_code not in RETRIED_STATUSES:
+                return answer
+        on_retry()
+        await asyncio.sleep(backoff)  # a retry's backoff: nothing to await but time
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 @contextlib.asynccontextmanager

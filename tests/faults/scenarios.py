@@ -18,6 +18,7 @@ import contextlib
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -35,6 +36,7 @@ from tests.faults.load import (
     enqueue,
     fleet,
     outstanding,
+    post_until_answered,
     queued_messages,
     run_ids,
 )
@@ -433,15 +435,24 @@ async def worker_vanishes(root: Path, tasks: int, *, with_worker_id: bool) -> Fa
 
 async def _ghost(bridge_url: str, with_worker_id: bool) -> tuple[list[str], float]:
     """Poll a batch and leave without resolving; the task ids and the moment it left."""
-    body: dict[str, Any] = {"task_types": [TASK_TYPE], "max_tasks": GHOST_TASKS}
+    body: dict[str, Any] = {
+        "task_types": [TASK_TYPE],
+        "max_tasks": GHOST_TASKS,
+        "poll_id": uuid.uuid4().hex,
+    }
     async with httpx.AsyncClient(base_url=bridge_url, timeout=30) as http:
         if not with_worker_id:
-            return _task_ids(await http.post("/v1/tasks/poll", json=body)), time.monotonic()
+            return _task_ids(await _poll(http, body)), time.monotonic()
         worker = {"worker_id": "ghost", "task_types": [TASK_TYPE], "max_tasks": GHOST_TASKS}
         async with http.stream("POST", "/v1/workers/connect", json=worker) as stream:
             assert stream.status_code == httpx.codes.OK
-            held = _task_ids(await http.post("/v1/tasks/poll", json={**body, **worker}))
+            held = _task_ids(await _poll(http, {**body, **worker}))
     return held, time.monotonic()
+
+
+async def _poll(http: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    """The ghost polls as any worker does: a 503 is retried under the same `poll_id`."""
+    return await post_until_answered(http, lambda: "/v1/tasks/poll", body)
 
 
 def _task_ids(answer: httpx.Response) -> list[str]:
