@@ -98,7 +98,11 @@ async def outstanding(js: JetStreamContext) -> int | None:
 
 
 async def queued_messages(js: JetStreamContext) -> int:
-    """Messages TASK_QUEUES still holds (acked ones are removed from a work queue)."""
+    """Messages TASK_QUEUES still holds (acked ones are removed from a work queue). A request
+    that times out (a cluster still electing leaders) is asked again."""
+    for _ in range(COUNT_ATTEMPTS - 1):
+        with contextlib.suppress(nats.errors.TimeoutError):
+            return (await js.stream_info(TASK_STREAM)).state.messages
     return (await js.stream_info(TASK_STREAM)).state.messages
 
 

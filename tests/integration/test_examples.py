@@ -23,14 +23,15 @@ from tests.integration.conftest import BridgeProcess, isolated_environment, star
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-DEADLINE_S = 15.0
+DEADLINE_S = 30.0
 WALKTHROUGH_TIMEOUT_S = 90.0
 """It takes 7-9 s; a loaded machine can take several times that."""
 TOKEN = "tok-examples-4c1e"
 RUN_ENDED = {"workflow.completed", "workflow.failed"}
 SHORT_ACK_WAIT = ("--ack-wait-ms", "1000")
-"""Short enough that a task of 2.5 s outlives it twice over unless heartbeats extend it."""
-LONG_TASK = {"seconds": 2.5}
+"""Short enough that a task of 5 s outlives it several times over unless heartbeats extend it,
+and leaves a loaded machine seconds to hand the redelivery out before the first attempt ends."""
+LONG_TASK = {"seconds": 5}
 FAST_SIMULATION = (*SHORT_ACK_WAIT, "--sim-initial-delay-ms", "100")
 SHORT_BACKOFF = ("--max-backoff", "1")
 """A worker's pauses between reconnects stay well inside DEADLINE_S."""
@@ -224,7 +225,7 @@ def test_heartbeats_keep_a_task_longer_than_ack_wait_on_its_first_delivery(
         ("step.completed", 1),
         ("workflow.completed", None),
     ]
-    assert events[1]["payload"] == {"slept_seconds": 2.5}
+    assert events[1]["payload"] == {"slept_seconds": LONG_TASK["seconds"]}
 
 
 def test_without_heartbeats_the_same_task_is_redelivered_and_its_late_result_refused(

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 TASKS = 8
 PROMPTLY_S = 5.0
+STOPPED_WITHIN_S = 30.0
+"""The survivors drain before the bridge exits: generous on a loaded machine."""
 TOKEN = "tok-workers-7d2a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -101,7 +103,7 @@ def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
         started = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)
         answer = waiting.result(timeout=PROMPTLY_S)
-    status = workers.process.wait(timeout=PROMPTLY_S * 2)
+    status = workers.process.wait(timeout=STOPPED_WITHIN_S)
 
     assert started_workers(workers) == 2
     assert answer.status_code == 200
@@ -119,7 +121,7 @@ def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
     first, second = int(found[1]), int(found[2])
 
     os.kill(first, signal.SIGKILL)
-    status = workers.process.wait(timeout=PROMPTLY_S * 2)
+    status = workers.process.wait(timeout=STOPPED_WITHIN_S)
 
     assert status == 1
     assert f"worker {first} ended with status -9" in workers.log.read_text()
