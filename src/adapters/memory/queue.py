@@ -15,6 +15,7 @@ from typing import Final
 
 import attrs
 
+from adapters.engine_publish import publish_as_the_engine
 from adapters.memory.dedup import DuplicateWindow
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import (
@@ -31,7 +32,6 @@ from adapters.wire import (
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
 from domain.ports import Clock
-from domain.tracing import task_trace, trace_headers
 
 DUPLICATE_WINDOW: Final = timedelta(minutes=2)
 """JetStream's default duplicate window, which TASK_QUEUES keeps."""
@@ -102,14 +102,7 @@ class MemoryTaskQueue:
         return DuplicateWindow(self.clock, DUPLICATE_WINDOW)
 
     async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
-        """As the engine publishes: the task's trace context in the W3C headers too."""
-        await self.publish_raw(
-            task_type,
-            self.encode(task),
-            run_id=task.run_id,
-            msg_id=msg_id,
-            headers=trace_headers(task_trace(task)),
-        )
+        await publish_as_the_engine(self, task_type, task, msg_id=msg_id)
 
     async def publish_raw(
         self,

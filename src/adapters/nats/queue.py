@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
+from adapters.engine_publish import publish_as_the_engine
 from adapters.nats.acks import settle
 from adapters.nats.consumers import TypeConsumers
 from adapters.nats.errors import require_connected, translated
@@ -21,7 +22,6 @@ from adapters.nats.pulls import TypePuller
 from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
 from domain.errors import DomainError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
-from domain.tracing import task_trace, trace_headers
 
 T = TypeVar("T")
 
@@ -85,14 +85,7 @@ class NatsTaskQueue:
         return TypeConsumers(self._nc, self._js, self.stream, self.consumer_ack_wait)
 
     async def publish_task(self, task_type: TaskType, task: TaskPayload, *, msg_id: str) -> None:
-        """As the engine publishes: the task's trace context in the W3C headers too."""
-        await self.publish_raw(
-            task_type,
-            self.encode(task),
-            run_id=task.run_id,
-            msg_id=msg_id,
-            headers=trace_headers(task_trace(task)),
-        )
+        await publish_as_the_engine(self, task_type, task, msg_id=msg_id)
 
     async def publish_raw(
         self,
