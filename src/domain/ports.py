@@ -178,6 +178,12 @@ class LeaseStore(Protocol):
 
     async def get(self, task_id: TaskId) -> Lease | None: ...
 
+    def recent(self, task_id: TaskId) -> Lease | None:
+        """The live lease as this process last stored or read it, without asking the store;
+        None when it knows none. It may have been superseded since (by another process):
+        a replace of it then raises LeaseRevisionError."""
+        ...
+
     async def put(self, lease: Lease) -> Lease:
         """Store a new current lease for the task, replacing any older one."""
         ...

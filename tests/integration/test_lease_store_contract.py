@@ -78,6 +78,21 @@ async def test_replace_with_the_current_revision_stores_a_new_one(store: LeaseSt
     assert await store.get(TASK) == replaced
 
 
+async def test_recent_knows_what_this_process_wrote_until_it_expires(
+    store: LeaseStore, clock: ManualClock
+) -> None:
+    stored = await store.put(lease())
+    replaced = await store.replace(attrs.evolve(stored, state=LeaseState.SETTLING))
+
+    assert store.recent(TASK) == replaced
+    await store.delete(TASK, replaced.lease_id)
+    assert store.recent(TASK) is None
+    again = await store.put(lease())
+    assert store.recent(TASK) == again
+    clock.advance(LIFETIME)
+    assert store.recent(TASK) is None
+
+
 async def test_replace_with_a_stale_revision_is_refused(store: LeaseStore) -> None:
     stored = await store.put(lease())
     await store.replace(stored)

@@ -155,11 +155,14 @@ def test_a_task_polled_through_one_bridge_is_resolved_through_another(
         (task,) = poll(bridge.url, task_type)
         heartbeat = resolve(other.url, task["task_id"], action="heartbeat")
         done = resolve(other.url, task["task_id"], action="complete", lease_id=task["lease_id"])
+        # The first bridge last knew the lease active: it must find out it is settled.
+        refused = resolve(bridge.url, task["task_id"], action="fail", lease_id=task["lease_id"])
         replay = resolve(bridge.url, task["task_id"], action="complete")
     finally:
         other.stop()
 
     assert (heartbeat.status_code, done.status_code, replay.status_code) == (200, 200, 200)
+    assert refused.status_code == 409
     assert replay.headers["x-dagnats-replayed"] == "true"
     assert [e["type"] for e in events(bridge.url, run_id)] == ["step.started", "step.completed"]
     assert poll(bridge.url, task_type, timeout_ms=200) == []

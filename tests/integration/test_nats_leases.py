@@ -87,6 +87,26 @@ async def test_a_lease_put_through_one_connection_is_resolved_through_another(
         await store.replace(attrs.evolve(stored, state=LeaseState.SETTLING))
 
 
+async def test_recent_is_the_lease_last_seen_here_until_a_read_finds_a_newer_one(
+    store: NatsLeaseStore, kv: NatsKeyValue, other_js: JetStreamContext, clock: ManualClock
+) -> None:
+    other = NatsLeaseStore(other_js, clock=clock, bucket=kv.name)
+    stored = await store.put(lease())
+    extended = await other.replace(attrs.evolve(stored, deadline=stored.deadline + LIFETIME))
+
+    last_seen = store.recent(TASK)
+    with pytest.raises(LeaseRevisionError):
+        await store.replace(attrs.evolve(stored, state=LeaseState.SETTLING))
+    read = await store.get(TASK)
+
+    assert last_seen == stored
+    assert read == extended
+    assert store.recent(TASK) == extended
+    assert other.recent(TaskId("never-seen")) is None
+    clock.advance(LIFETIME * 2)
+    assert store.recent(TASK) is None
+
+
 @pytest.mark.parametrize(
     "task_id", ["run 1.step/ä", "run..step.", ".run.step", "run=20.step", "run%20.step", "r.*>"]
 )

@@ -93,18 +93,21 @@ class AwayLeaseStore(MemoryLeaseStore):
 
 @attrs.define
 class NatsGoesAway(PassThroughQueue):
-    """The memory queue, except that NATS goes away (leases included) at the first ack:
-    before it is applied (`ack_applied=False`), or right after."""
+    """The memory queue, except that NATS goes away (leases included, unless not
+    `leases_too`) at the first ack: before it is applied (`ack_applied=False`), or right
+    after."""
 
     leases: AwayLeaseStore
     ack_applied: bool
+    leases_too: bool = True
     struck: bool = False
 
     async def ack(self, handle: DeliveryHandle) -> None:
         if self.struck:
             await self.inner.ack(handle)
             return
-        self.struck = self.leases.away = True
+        self.struck = True
+        self.leases.away = self.leases_too
         if not self.ack_applied:
             raise BackendUnavailableError("ack message: NATS unavailable (reconnecting)")
         await self.inner.ack(handle)
@@ -152,8 +155,10 @@ class Bridge:
         (task,) = await harness.poll_now(WORK)
         return cls(harness, leases), task
 
-    def nats_goes_away_at_the_ack(self, *, ack_applied: bool) -> None:
-        queue = NatsGoesAway(self.harness.queue, self.leases, ack_applied=ack_applied)
+    def nats_goes_away_at_the_ack(self, *, ack_applied: bool, leases_too: bool = True) -> None:
+        queue = NatsGoesAway(
+            self.harness.queue, self.leases, ack_applied=ack_applied, leases_too=leases_too
+        )
         self.harness.resolve = attrs.evolve(self.harness.resolve, queue=queue)
 
     def killed_at_the_terminal_event(self, *, stored: bool) -> None:
@@ -229,6 +234,30 @@ async def test_a_retry_past_the_duplicate_window_does_not_publish_the_event_agai
     assert (retried.replayed, again.replayed) == (False, True)
     assert await bridge.history() == [(STEP_STARTED, 1), TERMINAL_EVENT[action]]
     assert bridge.harness.queue.messages() == []
+
+
+@pytest.mark.parametrize("action", ["complete", "fail", "continue"])
+async def test_a_retry_after_a_refused_ack_only_acks(action: str) -> None:
+    """The lease is marked settled while the ack is under way; the ack is refused, so the
+    lease goes back to settling with its event recorded, and the retry acks."""
+    bridge, task = await Bridge.with_one_task()
+    bridge.nats_goes_away_at_the_ack(ack_applied=False, leases_too=False)
+    with pytest.raises(BackendUnavailableError):
+        await bridge.resolve(task, action)
+    bridge.restarted()
+    lease = await bridge.stored_lease(task)
+    assert lease is not None
+    assert (lease.state, lease.recorded) == (LeaseState.SETTLING, True)
+
+    bridge.harness.clock.advance(PAST_THE_DUPLICATE_WINDOW)
+    retried = await bridge.resolve(task, action)
+
+    assert retried.replayed is False
+    assert await bridge.history() == [(STEP_STARTED, 1), TERMINAL_EVENT[action]]
+    assert bridge.harness.queue.messages() == []
+    settled = await bridge.stored_lease(task)
+    assert settled is not None
+    assert settled.state is LeaseState.SETTLED
 
 
 async def test_a_retry_after_the_claim_alone_publishes_the_event() -> None:

@@ -26,6 +26,10 @@ class MemoryLeaseStore:
     async def get(self, task_id: TaskId) -> Lease | None:
         return self._live(task_id)
 
+    def recent(self, task_id: TaskId) -> Lease | None:
+        """The store is this process's: what it knows is always the current lease."""
+        return self._live(task_id)
+
     async def put(self, lease: Lease) -> Lease:
         self._forget_expired()
         return self._store(lease)

@@ -4,7 +4,6 @@ resolve a task another one handed out (B3)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Final
 
 import attrs
@@ -14,15 +13,15 @@ from adapters.codec import DecodeError, decode, encode
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import KvEntry, Lease, LeaseId, TaskId, WorkerId
+from domain.models import KvEntry, Lease, TaskId, WorkerId
 from domain.ports import Clock
 
 _UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
 # A dot that would open an empty subject token: leading, trailing, or right after a dot.
 _EMPTY_TOKEN_DOT: Final = re.compile(r"^\.|\.\Z|(?<=\.)\.")
 KNOWN_REVISIONS_MAX: Final = 50_000
-"""Leases whose stored revision this process remembers (a few hundred bytes each); beyond
-that, the oldest are forgotten and a replace of theirs reads the store first."""
+"""Leases this process remembers at the revision it wrote or read last (about a kilobyte
+each); beyond that, the oldest are forgotten, and a resolve of theirs reads the store first."""
 
 
 def lease_key(task_id: TaskId) -> str:
@@ -35,15 +34,6 @@ def lease_key(task_id: TaskId) -> str:
     return _EMPTY_TOKEN_DOT.sub("=2E", escaped)
 
 
-@attrs.frozen
-class _Known:
-    """What the KV entry at `revision` holds: immutable, as every revision is."""
-
-    revision: int
-    lease_id: LeaseId
-    deadline: datetime
-
-
 @attrs.define
 class NatsLeaseStore:
     """LeaseStore on a JetStream KV bucket (`bridge_leases`, which must exist).
@@ -53,18 +43,23 @@ class NatsLeaseStore:
     own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
     A replace of a revision this process wrote or read last is one round trip (the update):
     what that revision holds never changes, and the server refuses the update if it is no
-    longer the latest. Mutable on purpose: it keeps the bucket once bound, and those revisions.
+    longer the latest. `recent` answers from those remembered leases, with no round trip.
+    Mutable on purpose: it keeps the bucket once bound, and those leases.
     """
 
     js: JetStreamContext
     clock: Clock = attrs.field(kw_only=True)
     bucket: str = attrs.field(default=LEASES_BUCKET, kw_only=True)
     _kv: NatsKeyValue | None = attrs.field(init=False, default=None)
-    _known: dict[TaskId, _Known] = attrs.field(init=False, factory=dict)
+    _known: dict[TaskId, Lease] = attrs.field(init=False, factory=dict)
 
     async def get(self, task_id: TaskId) -> Lease | None:
         stored = await self._stored(task_id)
         return stored if stored is not None and self._live(stored) else None
+
+    def recent(self, task_id: TaskId) -> Lease | None:
+        known = self._known.get(task_id)
+        return known if known is not None and self._live(known) else None
 
     async def put(self, lease: Lease) -> Lease:
         """Store a new current lease for the task, replacing any older one."""
@@ -117,7 +112,7 @@ class NatsLeaseStore:
         leases = [_decode(entry) for entry in await kv.latest() if needle in entry.value]
         return [lease for lease in leases if lease.worker_id == worker_id and self._live(lease)]
 
-    async def _current(self, task_id: TaskId, revision: int) -> _Known | Lease | None:
+    async def _current(self, task_id: TaskId, revision: int) -> Lease | None:
         """The lease at `revision` if this process knows it, else what the store holds."""
         known = self._known.get(task_id)
         if known is not None and known.revision == revision:
@@ -136,10 +131,10 @@ class NatsLeaseStore:
         self._known.pop(lease.task_id, None)
         if len(self._known) >= KNOWN_REVISIONS_MAX:
             del self._known[next(iter(self._known))]
-        self._known[lease.task_id] = _Known(lease.revision, lease.lease_id, lease.deadline)
+        self._known[lease.task_id] = lease
         return lease
 
-    def _live(self, lease: Lease | _Known) -> bool:
+    def _live(self, lease: Lease) -> bool:
         return lease.deadline > self.clock.now()
 
     async def _bound(self) -> NatsKeyValue:

@@ -101,6 +101,7 @@ Action = (
     Complete | Fail | Pause | Checkpoint | Heartbeat | Stream | Continue | SendSignal | WaitSignal
 )
 TerminalAction = Complete | Fail | Pause | Continue
+TERMINAL_ACTIONS: Final = frozenset(kind.action for kind in (Complete, Fail, Pause, Continue))
 
 
 def parse_action(request: ResolveRequest) -> Action:

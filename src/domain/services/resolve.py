@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from domain.errors import (
     BackendUnavailableError,
     BucketUnavailableError,
     DomainError,
+    LeaseRevisionError,
     SignalTimeoutError,
     StaleLeaseError,
     TaskNotFoundError,
@@ -50,6 +52,7 @@ from domain.protocol import (
     pause_marker,
 )
 from domain.services.actions import (
+    TERMINAL_ACTIONS,
     Checkpoint,
     Complete,
     Continue,
@@ -130,7 +133,8 @@ class ResolveService:
         continues the trace the task was handed out in."""
         with contextlib.ExitStack() as spans:
             async with self.locks.hold(task_id):
-                lease = notes.lease = await self._current(task_id, request)
+                terminal = request.action in TERMINAL_ACTIONS
+                lease = notes.lease = await self._current(task_id, request, recent=terminal)
                 span_context = spans.enter_context(
                     self.tracer.resolve(
                         trace or lease_trace(lease), task_id=task_id, action=request.action
@@ -138,7 +142,10 @@ class ResolveService:
                 )
                 action = parse_action(request)
                 if isinstance(action, TerminalAction):
-                    return await self._settle(lease, action, request.worker_id, span_context)
+                    claimed = await self._claim_current(lease, action, request, notes)
+                    if claimed is None:
+                        return Resolution(action=action.action, replayed=True)
+                    return await self._settle(claimed, action, request.worker_id, span_context)
                 if isinstance(action, WaitSignal):
                     signals = required(await self.buckets.signals(), "signal")
                     await self._extend(lease)
@@ -146,26 +153,37 @@ class ResolveService:
                     return await self._apply(lease, action, span_context)
             return await self._wait_signal(lease, action, signals)
 
-    async def _current(self, task_id: TaskId, request: ResolveRequest) -> Lease:
-        lease = await self.leases.get(task_id)
+    async def _current(
+        self, task_id: TaskId, request: ResolveRequest, *, recent: bool = False
+    ) -> Lease:
+        """The task's lease, as the store holds it; with `recent`, as this process last knew
+        it if that is the lease the request names (a claim of it fails if it is stale)."""
+        lease = self.leases.recent(task_id) if recent else None
+        if lease is None or request.lease_id not in (None, lease.lease_id):
+            lease = await self.leases.get(task_id)
         if lease is None:
             raise TaskNotFoundError
         if request.lease_id is not None and request.lease_id != lease.lease_id:
             raise StaleLeaseError(request.lease_id)
         return lease
 
-    async def _settle(
-        self,
-        lease: Lease,
-        action: TerminalAction,
-        worker_id: WorkerId | None,
-        trace: TraceContext | None,
-    ) -> Resolution:
+    async def _claim_current(
+        self, lease: Lease, action: TerminalAction, request: ResolveRequest, notes: ResolveNotes
+    ) -> Lease | None:
+        """Claim the lease; if it changed since it was read (or last known here), decide
+        again on the stored one. None when the action already settled it (a replay)."""
+        try:
+            return await self._claim(lease, action)
+        except LeaseRevisionError:
+            lease = notes.lease = await self._current(lease.task_id, request)
+            return await self._claim(lease, action)
+
+    async def _claim(self, lease: Lease, action: TerminalAction) -> Lease | None:
         if lease.state is not LeaseState.ACTIVE and lease.terminal_action != action.action:
             raise AlreadySettledError(lease.terminal_action or "")
         if lease.state is LeaseState.SETTLED:
-            return Resolution(action=action.action, replayed=True)
-        claimed = await self.leases.replace(
+            return None
+        return await self.leases.replace(
             attrs.evolve(
                 lease,
                 state=LeaseState.SETTLING,
@@ -173,17 +191,36 @@ class ResolveService:
                 recorded=await self._recorded_earlier(lease),
             )
         )
+
+    async def _settle(
+        self,
+        claimed: Lease,
+        action: TerminalAction,
+        worker_id: WorkerId | None,
+        trace: TraceContext | None,
+    ) -> Resolution:
+        """Record the claimed action, then settle the delivery and mark the lease settled at
+        once: neither waits for the other (a lease settled whose ack is lost is acked when
+        its message comes back, see PollService)."""
         if not claimed.recorded:
             await self._record(claimed, action, worker_id or claimed.worker_id, trace)
-        try:
-            await self._settle_delivery(claimed, action)
-        except DomainError:
-            # The event is out: a retry must only settle the delivery, never publish again.
-            await self._best_effort(attrs.evolve(claimed, recorded=True))
-            raise
-        await self.leases.replace(
-            attrs.evolve(claimed, state=LeaseState.SETTLED, deadline=self._deadline(claimed))
+        delivered, marked = await asyncio.gather(
+            self._settle_delivery(claimed, action),
+            self.leases.replace(
+                attrs.evolve(claimed, state=LeaseState.SETTLED, deadline=self._deadline(claimed))
+            ),
+            return_exceptions=True,
         )
+        for outcome in (delivered, marked):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
+                raise outcome
+        if isinstance(delivered, DomainError):
+            # The event is out: a retry must only settle the delivery, never publish again.
+            latest = claimed if isinstance(marked, BaseException) else marked
+            await self._best_effort(attrs.evolve(latest, state=LeaseState.SETTLING, recorded=True))
+            raise delivered
+        if isinstance(marked, BaseException):
+            raise marked
         return Resolution(action=action.action)
 
     async def _recorded_earlier(self, lease: Lease) -> bool:
