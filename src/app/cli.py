@@ -10,28 +10,21 @@ import argparse
 import enum
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import uvicorn
-from dependency_injector import providers
-from uvicorn.config import STARTUP_FAILURE
 
 from app import sim_commands
-from app.container import Container
-from app.draining import DrainingServer
 from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.logging_setup import configure_logging
-from app.main import create_app
 from app.settings import Backend, ClockKind, LogFormat, Settings
 from app.sim_client import DEFAULT_URL, URL_ENV, Bridge, NewTask, http_url, raw_json
 from app.tokens import TokenSource
 from app.version import package_version
-from app.workers import Supervisor, inherited_socket
+from app.workers import Supervisor
 from conformance import DEFAULT_EXAMPLES
 
 log = logging.getLogger("dagnats_bridge")
@@ -321,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if settings.workers > 1:
             return 0 if Supervisor(settings).run() else 1
+        # Imported only to serve: the parent of --workers supervises, and stays light.
+        from app.serving import serve  # noqa: PLC0415
+
         return serve(settings, tokens)
     except EmbeddedNatsError as exc:
         log.error("cannot start the embedded nats-server: %s", exc)
@@ -328,46 +324,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
-
-
-def serve(settings: Settings, tokens: TokenSource) -> int:
-    """Serve until SIGTERM or SIGINT and the drain that follows (app.draining), then return
-    so the caller can clean up: 0, or 1 when the app could not start (the reason is logged).
-
-    uvicorn raises the signal again with the handler it found when it is done: ours only
-    notes it.
-    """
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stopped_by)
-    container = Container(settings=settings)
-    container.tokens.override(providers.Object(tokens))
-    config = uvicorn.Config(
-        create_app(container),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        # The poll and resolve lines say more than an access line would, at a third the cost.
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-    )
-    listener = inherited_socket(os.environ)
-    server = DrainingServer(
-        config,
-        drain=container.drain(),
-        grace=settings.drain_grace,
-        minimum=settings.drain_minimum,
-    )
-    try:
-        server.run(sockets=None if listener is None else [listener])
-    except SystemExit as exc:
-        # uvicorn's way out when the app cannot start.
-        if exc.code != STARTUP_FAILURE:
-            raise
-        return 1
-    return 0
-
-
-def _stopped_by(signum: int, _: object) -> None:
-    log.info("stopped by %s", signal.Signals(signum).name)

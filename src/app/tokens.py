@@ -23,7 +23,7 @@ from typing import Final
 
 import attrs
 
-from adapters.http.auth import DEFAULT_TOKEN_NAME, Tokens, TokensError, add_token, parse_tokens
+from adapters.tokens import DEFAULT_TOKEN_NAME, Tokens, TokensError, add_token, parse_tokens
 from app.settings import Settings
 
 log = logging.getLogger("dagnats_bridge")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from adapters.http.auth import Tokens, TokensError, parse_tokens
+from adapters.tokens import Tokens, TokensError, parse_tokens
 from app.main import create_app, without_userinfo
 from app.settings import Settings
 from app.tokens import TokenSource

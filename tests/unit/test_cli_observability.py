@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import cli
+from app import serving
 from app.cli import main, parser, settings_from
 from app.settings import LogFormat, Settings
 from app.tokens import TokenSource
@@ -26,7 +26,7 @@ def refuse_to_serve(settings: Settings, tokens: TokenSource) -> None:
 @pytest.fixture
 def nothing_served(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """`main` fails instead of serving, and leaves the root logger as it found it."""
-    monkeypatch.setattr(cli, "serve", refuse_to_serve)
+    monkeypatch.setattr(serving, "serve", refuse_to_serve)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -63,3 +65,15 @@ def test_a_worker_reads_back_exactly_the_parents_settings_as_one_worker() -> Non
 def test_a_bridge_of_its_own_has_no_inherited_socket() -> None:
     assert inherited_socket({}) is None
     assert inherited_socket({LISTEN_FD_ENV: ""}) is None
+
+
+def test_the_command_line_leaves_the_web_stack_to_the_processes_that_serve() -> None:
+    """A `--workers` parent only supervises: importing the CLI must not load the app."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, app.cli; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+    assert not {"litestar", "nats", "uvicorn", "app.container"} & set(loaded)

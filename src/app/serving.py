@@ -1,0 +1,67 @@
+"""Serving the bridge in this process: the app on uvicorn, until a signal and the drain after it.
+
+Kept apart from the command line, which a `--workers` parent runs without ever serving: it
+never imports the web stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import uvicorn
+from dependency_injector import providers
+from uvicorn.config import STARTUP_FAILURE
+
+from app.container import Container
+from app.draining import DrainingServer
+from app.main import create_app
+from app.settings import Settings
+from app.tokens import TokenSource
+from app.workers import inherited_socket
+
+log = logging.getLogger("dagnats_bridge")
+
+
+def serve(settings: Settings, tokens: TokenSource) -> int:
+    """Serve until SIGTERM or SIGINT and the drain that follows (app.draining), then return
+    so the caller can clean up: 0, or 1 when the app could not start (the reason is logged).
+
+    uvicorn raises the signal again with the handler it found when it is done: ours only
+    notes it.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped_by)
+    container = Container(settings=settings)
+    container.tokens.override(providers.Object(tokens))
+    config = uvicorn.Config(
+        create_app(container),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        # The poll and resolve lines say more than an access line would, at a third the cost.
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+    listener = inherited_socket(os.environ)
+    server = DrainingServer(
+        config,
+        drain=container.drain(),
+        grace=settings.drain_grace,
+        minimum=settings.drain_minimum,
+    )
+    try:
+        server.run(sockets=None if listener is None else [listener])
+    except SystemExit as exc:
+        # uvicorn's way out when the app cannot start.
+        if exc.code != STARTUP_FAILURE:
+            raise
+        return 1
+    return 0
+
+
+def _stopped_by(signum: int, _: object) -> None:
+    log.info("stopped by %s", signal.Signals(signum).name)
