@@ -15,9 +15,11 @@ from typing import Final
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from adapters.nats.jsapi import pull_subject
 from adapters.nats.queue import NatsTaskQueue
 from adapters.wire import consumer_filter, consumer_name, overlap_conflict
 from app.embedded import EmbeddedNats
@@ -312,6 +314,49 @@ async def test_wait_ready_wakes_on_a_publish(
 
     assert time.monotonic() - published < WAKE_LIMIT_S
     assert steps(await queue.fetch(stream.type(), 5, NO_WAIT)) == ["s1"]
+
+
+async def pull_requests(client: NatsClient, stream: TaskStream) -> list[bytes]:
+    """Pull requests sent from now on for the test's default type, as they are seen."""
+    seen: list[bytes] = []
+
+    async def note(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    await client.subscribe(pull_subject(stream.name, consumer_name(stream.type())), cb=note)
+    await client.flush()
+    return seen
+
+
+async def test_a_wake_up_with_nothing_pending_behind_it_is_handed_out_without_another_pull(
+    queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream, other_client: NatsClient
+) -> None:
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    await pulls_waiting(js, stream, stream.type())
+    requests = await pull_requests(other_client, stream)
+
+    await publish(queue, stream, "s1")
+    await waiting
+    delivered = await queue.fetch(stream.type(), 5, NO_WAIT)
+    await other_client.flush()
+
+    assert steps(delivered) == ["s1"]
+    assert requests == []
+
+
+async def test_a_wake_up_with_messages_pending_behind_it_pulls_them_too(
+    queue: NatsTaskQueue, stream: TaskStream, other_client: NatsClient
+) -> None:
+    for step in ("s1", "s2", "s3"):
+        await publish(queue, stream, step)
+    requests = await pull_requests(other_client, stream)
+
+    await queue.wait_ready([stream.type()], LONG_ENOUGH)
+    delivered = await queue.fetch(stream.type(), 5, NO_WAIT)
+    await other_client.flush()
+
+    assert steps(delivered) == ["s1", "s2", "s3"]
+    assert [b'"no_wait": true' in request for request in requests] == [False, True]
 
 
 async def test_wait_ready_wakes_when_a_nak_delay_ends(

@@ -4,7 +4,8 @@ Every pulled message goes into the buffer first, whichever request brought it; `
 messages out of it. Two inboxes, each one subscription for the life of the puller:
 
 * fetch inbox: no-wait requests for exactly the number still wanted, one at a time, expiring
-  after `FETCH_EXPIRES_S`. JetStream answers at once with what is deliverable (the request
+  after `FETCH_EXPIRES_S`; none when the newest buffered message came with nothing pending
+  behind it. JetStream answers at once with what is deliverable (the request
   ends when its batch is full or with a 404/408 status), so `pull` returns at once and never
   asks for more than it may hand out. The expiry matters when the consumer is at its
   MaxAckPending: JetStream then leaves a no-wait request without one unanswered, for good.
@@ -143,7 +144,7 @@ class TypePuller:
         """
         async with self._fetch_lock:
             wanted = max_messages - len(self._held)
-            if wanted > 0:
+            if wanted > 0 and not self._none_pending():
                 await self._pull_now(wanted)
             return self._take(max_messages)
 
@@ -241,6 +242,12 @@ class TypePuller:
         release = asyncio.get_running_loop().call_later(hold, self._release_unclaimed, msg)
         self._held.append(_Held(msg, release))
         self.on_arrival()
+
+    def _none_pending(self) -> bool:
+        """JetStream said, delivering the last buffered message, that no other was pending:
+        a no-wait request now would only cost a round trip (the wake-up of a waiting poll).
+        A message published since wakes the next waiting request."""
+        return bool(self._held) and self._held[-1].msg.metadata.num_pending == 0
 
     def _take(self, count: int) -> list[Msg]:
         taken = [self._held.popleft() for _ in range(min(count, len(self._held)))]
