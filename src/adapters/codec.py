@@ -32,6 +32,8 @@ T = TypeVar("T")
 WIRE_TYPES: Final = (TaskPayload, Event, StepFailed, WorkerRegistration, PolledTask)
 _RAW_FIELDS_CACHE: dict[type[Any], frozenset[str]] = {}
 _FRACTION: Final = re.compile(r"\.(\d+)")
+_AS_IS: Final = frozenset({str, int, bool, type(None)})
+"""Values that unstructure as themselves: encoded without asking the converter."""
 
 
 class DecodeError(ValueError):
@@ -88,12 +90,24 @@ def _omit_defaults(conv: cattrs.Converter) -> Callable[[type[Any]], Callable[[An
             for f in attrs.fields(cls)
         ]
 
+        hooks: dict[type[Any], Callable[[Any], Any]] = {}
+
+        def plain(field: Any) -> Any:
+            kind = type(field)
+            if kind in _AS_IS:
+                return field
+            hook = hooks.get(kind)
+            if hook is None:
+                hook = hooks[kind] = conv.get_unstructure_hook(kind)
+            return hook(field)
+
         def unstructure(value: Any) -> dict[str, Any]:
-            return {
-                name: conv.unstructure(getattr(value, name))
-                for name, default in fields
-                if getattr(value, name) != default or default is attrs.NOTHING
-            }
+            unstructured = {}
+            for name, default in fields:
+                field = getattr(value, name)
+                if default is attrs.NOTHING or field != default:
+                    unstructured[name] = plain(field)
+            return unstructured
 
         return unstructure
 
