@@ -48,6 +48,6 @@ faults: install ## Fault scenarios with FAULT_TASKS tasks each (default 2000); p
 	$(BIN)/python -m tests.faults --tasks $(FAULT_TASKS)
 
 bench: install ## Bridge vs direct nats-py worker (<10 min): bench/results/latest.{json,png}; QUICK=1 for a short run
-	$(BIN)/python -m bench $(if $(QUICK),--quick)
+	$(BIN)/python -m bench --batch-resolve $(if $(QUICK),--quick)
 
 .PHONY: help install run run-memory fmt lint test-unit test faults bench wheel-smoke

@@ -28,8 +28,6 @@ class BenchConfig:
     """The fleet completes a poll's tasks with one `POST /v1/tasks/resolve`."""
     batch_sizes: tuple[int, ...] = BATCH_SIZES
     """Must hold TARGET_BATCH, which the targets are judged at."""
-    """The fleet completes a poll's tasks with one `POST /v1/tasks/resolve`."""
-    """N bridges on N ports instead of one bridge with `--workers N` on one port."""
     fleet: int
     paced_seconds: float
     idle_polls: int

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from adapters.memory.clock import ManualClock
+from adapters.nats import leases
 from adapters.nats.kv import NatsKeyValue
 from adapters.nats.leases import NatsLeaseStore, lease_key
 from app.embedded import EmbeddedNats
@@ -105,6 +106,35 @@ async def test_recent_is_the_lease_last_seen_here_until_a_read_finds_a_newer_one
     assert other.recent(TaskId("never-seen")) is None
     clock.advance(LIFETIME * 2)
     assert store.recent(TASK) is None
+
+
+async def test_a_settled_lease_is_not_kept_in_memory_but_read_again(
+    store: NatsLeaseStore,
+) -> None:
+    stored = await store.put(lease())
+    settled = await store.replace(attrs.evolve(stored, state=LeaseState.SETTLED))
+
+    assert store.recent(TASK) is None
+    assert await store.get(TASK) == settled
+    assert store.recent(TASK) is None
+
+
+async def test_only_the_newest_open_leases_are_kept_in_memory(
+    store: NatsLeaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = 3
+    monkeypatch.setattr(leases, "KNOWN_REVISIONS_MAX", kept)
+    first = await store.put(lease())
+    for n in range(kept):
+        await store.put(attrs.evolve(lease(), task_id=TaskId(f"other-{n}")))
+
+    assert store.recent(TASK) is None
+    assert await store.get(TASK) == first
+    assert [store.recent(TaskId(f"other-{n}")) is not None for n in range(kept)] == [
+        False,
+        True,
+        True,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -13,15 +13,16 @@ from adapters.codec import DecodeError, decode, encode
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import KvEntry, Lease, TaskId, WorkerId
+from domain.models import KvEntry, Lease, LeaseState, TaskId, WorkerId
 from domain.ports import Clock
 
 _UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
 # A dot that would open an empty subject token: leading, trailing, or right after a dot.
 _EMPTY_TOKEN_DOT: Final = re.compile(r"^\.|\.\Z|(?<=\.)\.")
-KNOWN_REVISIONS_MAX: Final = 50_000
-"""Leases this process remembers at the revision it wrote or read last (about a kilobyte
-each); beyond that, the oldest are forgotten, and a resolve of theirs reads the store first."""
+KNOWN_REVISIONS_MAX: Final = 10_000
+"""Open leases this process remembers at the revision it wrote or read last (under a
+kilobyte each); beyond that, the oldest are forgotten, and a resolve of theirs reads the
+store first. A settled lease is not remembered: only a replay would read it again."""
 
 
 def lease_key(task_id: TaskId) -> str:
@@ -129,6 +130,8 @@ class NatsLeaseStore:
 
     def _remember(self, lease: Lease) -> Lease:
         self._known.pop(lease.task_id, None)
+        if lease.state is LeaseState.SETTLED:
+            return lease
         if len(self._known) >= KNOWN_REVISIONS_MAX:
             del self._known[next(iter(self._known))]
         self._known[lease.task_id] = lease
