@@ -36,8 +36,12 @@ class DrainingServer(uvicorn.Server):
         drain: Drain,
         grace: timedelta,
         minimum: timedelta = timedelta(0),
+        early_stops: list[int] | None = None,
     ) -> None:
+        """`early_stops` collects the stop signals that come before uvicorn takes them over
+        (the process noting them until then): the first one is acted on once serving."""
         super().__init__(config)
+        self._early_stops = early_stops if early_stops is not None else []
         self._drain = drain
         self._grace = grace.total_seconds()
         self._minimum = minimum.total_seconds()
@@ -52,6 +56,8 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         """False while serving, and while draining until the grace ends."""
+        if self._early_stops and not self.should_exit:
+            self.handle_exit(self._early_stops[0], None)
         if not await super().on_tick(counter):
             return False
         if self._deadline is None:

@@ -28,11 +28,19 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
     """Serve until SIGTERM or SIGINT and the drain that follows (app.draining), then return
     so the caller can clean up: 0, or 1 when the app could not start (the reason is logged).
 
-    uvicorn raises the signal again with the handler it found when it is done: ours only
-    notes it.
+    A stop signal that comes while the app is built, before uvicorn takes the signals over,
+    is noted and acted on once serving (a `--workers` sibling's death stops a worker that is
+    still starting). uvicorn raises the signal again with the handler it found when it is
+    done, which only notes it then.
     """
+    early_stops: list[int] = []
+
+    def stopped_by(signum: int, _: object) -> None:
+        log.info("stopped by %s", signal.Signals(signum).name)
+        early_stops.append(signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stopped_by)
+        signal.signal(signum, stopped_by)
     container = Container(settings=settings)
     container.tokens.override(providers.Object(tokens))
     config = uvicorn.Config(
@@ -52,6 +60,7 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
         drain=container.drain(),
         grace=settings.drain_grace,
         minimum=settings.drain_minimum,
+        early_stops=early_stops,
     )
     try:
         server.run(sockets=None if listener is None else [listener])
@@ -61,7 +70,3 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
             raise
         return 1
     return 0
-
-
-def _stopped_by(signum: int, _: object) -> None:
-    log.info("stopped by %s", signal.Signals(signum).name)

@@ -4,14 +4,17 @@ drains, and which leases it leaves alone or releases."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 from adapters.memory.queue import MemoryTaskQueue, MessageState
 from app.container import Container
+from app.draining import DrainingServer
 from app.main import create_app
 from app.settings import ClockKind
 from domain.models import LeaseState, RunId, TaskId, TaskType, WorkerId
@@ -166,3 +169,26 @@ async def test_leases_of_a_shared_store_are_not_released_on_the_way_out() -> Non
 
     assert released == 0
     assert await container.leases().count() == 1
+
+
+async def never_called(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("no request is sent")
+
+
+async def test_a_stop_signal_that_came_before_serving_starts_the_drain_once_serving() -> None:
+    """A worker of --workers stopped while it still starts must not serve on regardless."""
+    drain = Drain()
+    config = uvicorn.Config(never_called, host="127.0.0.1", port=0, lifespan="off")
+    server = DrainingServer(
+        config, drain=drain, grace=timedelta(seconds=20), early_stops=[signal.SIGTERM]
+    )
+    raised_again: list[int] = []
+    # uvicorn raises the signal it acted on again, once done, with the handler it found.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: raised_again.append(signum))
+    try:
+        await asyncio.wait_for(server.serve(), timeout=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert drain.begun
+    assert raised_again == [signal.SIGTERM]
