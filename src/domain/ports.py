@@ -202,7 +202,7 @@ class LeaseStore(Protocol):
     async def count(self) -> int: ...
 
     async def held_by(self, worker_id: WorkerId) -> list[Lease]:
-        """The unexpired leases handed out to the worker, in any state (Decision 12)."""
+        """The unexpired leases handed out to the worker and not settled (Decision 12)."""
         ...
 
 

@@ -164,12 +164,14 @@ async def test_count_counts_unexpired_leases(store: LeaseStore, clock: ManualClo
     assert await store.count() == 1
 
 
-async def test_held_by_lists_the_live_leases_of_the_worker_in_any_state(
+async def test_held_by_lists_the_live_unsettled_leases_of_the_worker(
     store: LeaseStore, clock: ManualClock
 ) -> None:
     mine = await store.put(lease("a", TaskId("run-1.a")))
-    settled = await store.put(lease("b", TaskId("run-1.b")))
-    settled = await store.replace(attrs.evolve(settled, state=LeaseState.SETTLED))
+    settling = await store.put(lease("b", TaskId("run-1.b")))
+    settling = await store.replace(attrs.evolve(settling, state=LeaseState.SETTLING))
+    settled = await store.put(lease("f", TaskId("run-1.f")))
+    await store.replace(attrs.evolve(settled, state=LeaseState.SETTLED))
     await store.put(attrs.evolve(lease("c", TaskId("run-1.c")), worker_id=WorkerId("w-10")))
     await store.put(attrs.evolve(lease("d", TaskId("run-1.d")), worker_id=None))
     superseded = await store.put(lease("e", TaskId("run-1.e")))
@@ -178,7 +180,7 @@ async def test_held_by_lists_the_live_leases_of_the_worker_in_any_state(
     held = await store.held_by(WorkerId("w-1"))
     clock.advance(LIFETIME)
 
-    assert sorted(held, key=lambda h: h.task_id) == [mine, settled]
+    assert sorted(held, key=lambda h: h.task_id) == [mine, settling]
     assert await store.held_by(WorkerId("w-1")) == []
 
 

@@ -17,10 +17,10 @@ from nats.js.client import JetStreamContext
 from adapters.memory.clock import ManualClock
 from adapters.nats import leases
 from adapters.nats.kv import NatsKeyValue
-from adapters.nats.leases import NatsLeaseStore, lease_key
+from adapters.nats.leases import NatsLeaseStore, held_key, lease_key
 from app.embedded import EmbeddedNats
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import LeaseState, TaskId
+from domain.models import LeaseState, TaskId, WorkerId
 from tests.integration.kv_helpers import bucket_name, lease_bucket
 from tests.lease_builders import LIFETIME, TASK, lease
 
@@ -135,6 +135,54 @@ async def test_only_the_newest_open_leases_are_kept_in_memory(
         True,
         True,
     ]
+
+
+async def test_a_lease_of_a_worker_is_indexed_under_it_until_it_settles(
+    store: NatsLeaseStore, kv: NatsKeyValue
+) -> None:
+    stored = await store.put(lease())
+    index = await kv.get(held_key(WorkerId("w-1"), TASK))
+    await store.replace(attrs.evolve(stored, state=LeaseState.SETTLED))
+
+    assert index is not None
+    assert index.value == b"lease-1"
+    assert await kv.get(held_key(WorkerId("w-1"), TASK)) is None
+    assert await store.count() == 1
+
+
+async def test_a_deleted_lease_leaves_no_index_key(store: NatsLeaseStore, kv: NatsKeyValue) -> None:
+    await store.put(lease())
+
+    await store.delete(TASK, "lease-1")
+
+    assert await kv.get(held_key(WorkerId("w-1"), TASK)) is None
+
+
+async def test_index_keys_of_leases_gone_to_another_worker_or_expired_are_cleaned_up(
+    store: NatsLeaseStore, kv: NatsKeyValue, clock: ManualClock
+) -> None:
+    w1 = WorkerId("w-1")
+    moved, expiring = TaskId("run-1.moved"), TaskId("run-1.expiring")
+    await store.put(lease("a", moved))
+    await store.put(attrs.evolve(lease("b", moved), worker_id=WorkerId("w-2")))
+    await store.put(attrs.evolve(lease("c", expiring), deadline=clock.now() + LIFETIME / 2))
+    clock.advance(LIFETIME / 2)
+
+    assert await store.held_by(w1) == []
+    assert await kv.get(held_key(w1, moved)) is None
+    assert await kv.get(held_key(w1, expiring)) is None
+    assert await kv.get(held_key(WorkerId("w-2"), moved)) is not None
+
+
+async def test_worker_ids_that_share_a_prefix_have_indexes_of_their_own(
+    store: NatsLeaseStore,
+) -> None:
+    short, dotted = WorkerId("a"), WorkerId("a.b")
+    of_short = await store.put(attrs.evolve(lease("x", TaskId("run-1.x")), worker_id=short))
+    of_dotted = await store.put(attrs.evolve(lease("y", TaskId("run-1.y")), worker_id=dotted))
+
+    assert await store.held_by(short) == [of_short]
+    assert await store.held_by(dotted) == [of_dotted]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from adapters.codec import decode, encode
 from adapters.nats.kv import check_key
-from adapters.nats.leases import lease_key
+from adapters.nats.leases import HELD_PREFIX, held_key, lease_key
 from domain.errors import InvalidRequestError
 from domain.models import (
     DeliveryHandle,
@@ -22,6 +22,7 @@ from domain.models import (
     StepId,
     TaskId,
     TaskType,
+    WorkerId,
 )
 from tests.lease_strategies import leases
 
@@ -80,3 +81,20 @@ def test_a_lease_is_json_with_its_ack_wait_in_milliseconds_and_defaults_left_out
         b'"delivery_count":2,"ack_wait":300000,"deadline":"2026-01-01T00:05:30Z",'
         b'"state":"settling","terminal_action":"complete"}'
     )
+
+
+kv_key_text = st.from_regex(r"[-/_=.a-zA-Z0-9]{1,30}", fullmatch=True)
+
+
+@given(st.text(min_size=1), kv_key_text)
+@example("=W.w.run.step", "w")
+@example("W.x", "a.b")
+def test_an_index_key_is_a_kv_key_no_lease_key_can_be_and_names_one_worker(
+    task_id: str, worker_id: str
+) -> None:
+    key = held_key(WorkerId(worker_id), TaskId(task_id))
+
+    check_key(key)
+    assert not lease_key(TaskId(task_id)).startswith(f"{HELD_PREFIX}.")
+    prefix, worker, rest = key.split(".", 2)
+    assert (prefix, unescape(worker), rest) == (HELD_PREFIX, worker_id, lease_key(TaskId(task_id)))

@@ -56,7 +56,10 @@ async def test_a_connected_worker_never_holds_more_leases_than_its_max_tasks(
     assert [t.run_id for t in second] == ["r2"]
     assert at_cap == []
     assert [t.run_id for t in after_one_settled] == ["r3"]
-    assert len(await bridge.leases.held_by(W1)) == 3  # the settled one stays, for replays
+    assert len(await bridge.leases.held_by(W1)) == 2
+    settled = await bridge.leases.get(first[0].task_id)  # kept for replays, held no more
+    assert settled is not None
+    assert settled.state is LeaseState.SETTLED
 
 
 async def test_a_poll_at_the_cap_answers_at_once_without_fetching(bridge: Harness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from domain.errors import LeaseRevisionError
-from domain.models import Lease, TaskId, WorkerId
+from domain.models import Lease, LeaseState, TaskId, WorkerId
 from domain.ports import Clock
 
 
@@ -57,7 +57,9 @@ class MemoryLeaseStore:
 
     async def held_by(self, worker_id: WorkerId) -> list[Lease]:
         leases = (self._live(task_id) for task_id in self._by_worker.get(worker_id, ()))
-        return [lease for lease in leases if lease is not None]
+        return [
+            lease for lease in leases if lease is not None and lease.state is not LeaseState.SETTLED
+        ]
 
     def _unexpired(self) -> list[Lease]:
         now = self.clock.now()

@@ -3,6 +3,7 @@ resolve a task another one handed out (B3)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Final
 
@@ -25,6 +26,19 @@ kilobyte each); beyond that, the oldest are forgotten, and a resolve of theirs r
 store first. A settled lease is not remembered: only a replay would read it again."""
 
 
+HELD_PREFIX: Final = "=W"
+"""First token of the keys of the per-worker index. `lease_key` never writes it: after `=` it
+writes two hexadecimal digits."""
+
+
+def held_key(worker_id: WorkerId, task_id: TaskId | None = None) -> str:
+    """The index key saying that the worker was handed the task (`=W.<worker>.<lease key>`),
+    or without a task the filter of all of the worker's. The worker id is one token: its `=`
+    and `.` are written `=3D` and `=2E`."""
+    worker = worker_id.replace("=", "=3D").replace(".", "=2E")
+    return f"{HELD_PREFIX}.{worker}.{lease_key(task_id) if task_id is not None else '>'}"
+
+
 def lease_key(task_id: TaskId) -> str:
     """The task id as a KV key, reversibly: every byte outside the key alphabet (and `=`
     itself, the escape) is written `=XX`, as are dots that would make an empty token.
@@ -40,7 +54,12 @@ class NatsLeaseStore:
     """LeaseStore on a JetStream KV bucket (`bridge_leases`, which must exist).
 
     A lease is stored under `lease_key(task_id)` as the codec's JSON, and its `revision` is
-    the KV revision, so replace and delete are compare-and-set on the server. The lease's
+    the KV revision, so replace and delete are compare-and-set on the server. A lease handed
+    out to a worker also gets an index key, `held_key(worker, task)` (its value the lease id),
+    written with it and deleted when it settles or goes: `held_by` reads the worker's index
+    keys and the leases they name, never the whole bucket. The index is a hint: every lease
+    it names is read and checked, and an index key left behind (a process killed between the
+    two writes) is deleted by the next `held_by` that finds it stale. The lease's
     own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
     A replace of a revision this process wrote or read last is one round trip (the update):
     what that revision holds never changes, and the server refuses the update if it is no
@@ -63,9 +82,15 @@ class NatsLeaseStore:
         return known if known is not None and self._live(known) else None
 
     async def put(self, lease: Lease) -> Lease:
-        """Store a new current lease for the task, replacing any older one."""
+        """Store a new current lease for the task, replacing any older one, and index it
+        under its worker (both writes at once)."""
         kv = await self._bound()
-        revision = await kv.put(lease_key(lease.task_id), _encode(lease))
+        stored = kv.put(lease_key(lease.task_id), _encode(lease))
+        if lease.worker_id is None:
+            revision = await stored
+        else:
+            indexed = kv.put(held_key(lease.worker_id, lease.task_id), lease.lease_id.encode())
+            revision, _ = await asyncio.gather(stored, indexed)
         return self._remember(attrs.evolve(lease, revision=revision))
 
     async def replace(self, lease: Lease) -> Lease:
@@ -83,7 +108,15 @@ class NatsLeaseStore:
         ):
             raise LeaseRevisionError(lease.task_id)
         kv = await self._bound()
-        revision = await kv.update(lease_key(lease.task_id), _encode(lease), last=lease.revision)
+        updated = kv.update(lease_key(lease.task_id), _encode(lease), last=lease.revision)
+        if lease.state is LeaseState.SETTLED and lease.worker_id is not None:
+            # At once: if the update is refused, the lease was claimed by another since
+            # (a redelivery's fence), which ends its hold on the worker all the same.
+            revision, _ = await asyncio.gather(
+                updated, kv.delete(held_key(lease.worker_id, lease.task_id))
+            )
+        else:
+            revision = await updated
         if revision is None:
             self._known.pop(lease.task_id, None)
             raise LeaseRevisionError(lease.task_id)
@@ -95,23 +128,46 @@ class NatsLeaseStore:
         if stored is not None and stored.lease_id == lease_id:
             kv = await self._bound()
             # Refused when a newer lease was put since the read: that one must stay.
-            await kv.delete_at(lease_key(task_id), last=stored.revision)
+            if await kv.delete_at(lease_key(task_id), last=stored.revision):
+                await self._unindex(kv, stored)
             self._known.pop(task_id, None)
 
     async def count(self) -> int:
         """Unexpired leases; reads the whole bucket (for metrics and tests)."""
         kv = await self._bound()
-        return sum(1 for entry in await kv.latest() if self._live(_decode(entry)))
+        leases = [_decode(entry) for entry in await kv.latest() if not _is_index(entry)]
+        return sum(1 for lease in leases if self._live(lease))
 
     async def held_by(self, worker_id: WorkerId) -> list[Lease]:
-        """The worker's unexpired leases. There is no index by worker: this scans the whole
-        bucket, O(leases in it, settled ones kept for replays included), through one
-        consumer (`NatsKeyValue.latest`); only values that name the worker are decoded."""
+        """The worker's unexpired, unsettled leases: O(the worker's index keys), each lease
+        they name read at once; index keys found stale are deleted on the way."""
         kv = await self._bound()
-        # The codec writes compact JSON, and a worker id needs no escaping (a KV key).
-        needle = b'"worker_id":"' + worker_id.encode() + b'"'
-        leases = [_decode(entry) for entry in await kv.latest() if needle in entry.value]
-        return [lease for lease in leases if lease.worker_id == worker_id and self._live(lease)]
+        index = await kv.latest(held_key(worker_id))
+        named = await asyncio.gather(*(self._indexed(kv, entry) for entry in index))
+        return [lease for lease in named if lease is not None]
+
+    async def _indexed(self, kv: NatsKeyValue, entry: KvEntry) -> Lease | None:
+        """The open lease an index key names; None, with the key deleted if it has not
+        changed since, when that lease has settled, gone, or is another worker's."""
+        key = entry.key.split(".", 2)[2]
+        found = await kv.get(key)
+        lease = _decode(found) if found is not None else None
+        if lease is not None and self._holds(lease, entry):
+            return self._remember(lease)
+        await kv.delete_at(entry.key, last=entry.revision)
+        return None
+
+    def _holds(self, lease: Lease, entry: KvEntry) -> bool:
+        return (
+            lease.worker_id is not None
+            and held_key(lease.worker_id, lease.task_id) == entry.key
+            and lease.state is not LeaseState.SETTLED
+            and self._live(lease)
+        )
+
+    async def _unindex(self, kv: NatsKeyValue, lease: Lease) -> None:
+        if lease.worker_id is not None:
+            await kv.delete(held_key(lease.worker_id, lease.task_id))
 
     async def _current(self, task_id: TaskId, revision: int) -> Lease | None:
         """The lease at `revision` if this process knows it, else what the store holds."""
@@ -146,6 +202,10 @@ class NatsLeaseStore:
         if self._kv is None:
             raise BackendError(f"KV bucket {self.bucket} is missing (the bridge creates it)")
         return self._kv
+
+
+def _is_index(entry: KvEntry) -> bool:
+    return entry.key.startswith(f"{HELD_PREFIX}.")
 
 
 def _encode(lease: Lease) -> bytes:
