@@ -113,23 +113,33 @@ def read_tokens_file(path: Path) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def watching(source: TokenSource) -> AsyncIterator[None]:
     """Check the tokens file every CHECK_INTERVAL_S, and re-read it on SIGHUP (when the app
-    runs in the main thread, the only one that can take signals)."""
-    if not source.watches_file:
-        yield
-        return
+    runs in the main thread, the only one that can take signals). Without a tokens file a
+    SIGHUP is noted and ignored, as a `--workers` worker ignores it, instead of ending the
+    process."""
     loop = asyncio.get_running_loop()
     on_sighup = threading.current_thread() is threading.main_thread()
     if on_sighup:
-        loop.add_signal_handler(signal.SIGHUP, source.reload)
-    checks = asyncio.ensure_future(_check_every(source, CHECK_INTERVAL_S))
+        loop.add_signal_handler(
+            signal.SIGHUP, source.reload if source.watches_file else _nothing_to_reload
+        )
+    checks = (
+        asyncio.ensure_future(_check_every(source, CHECK_INTERVAL_S))
+        if source.watches_file
+        else None
+    )
     try:
         yield
     finally:
-        checks.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await checks
+        if checks is not None:
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checks
         if on_sighup:
             loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _nothing_to_reload() -> None:
+    log.info("SIGHUP ignored: no tokens file to re-read")
 
 
 async def _check_every(source: TokenSource, seconds: float) -> None:

@@ -117,6 +117,20 @@ def test_sighup_rereads_the_tokens_file_at_once(bridge: BridgeProcess, tokens_pa
     assert status_with(bridge, OLD) == 401
 
 
+def test_sighup_to_a_bridge_without_a_tokens_file_is_ignored(tmp_path: Path) -> None:
+    bridge = start_bridge(tmp_path, "--backend", "memory")
+    try:
+        bridge.process.send_signal(signal.SIGHUP)
+
+        assert eventually(lambda: "SIGHUP ignored" in bridge.log.read_text())
+        answer = httpx.get(f"{bridge.url}/healthz")
+        alive = bridge.process.poll() is None
+    finally:
+        bridge.stop()
+
+    assert (answer.status_code, alive) == (200, True)
+
+
 def test_sighup_to_the_parent_of_workers_reloads_every_worker_and_stops_none(
     tmp_path: Path, tokens_path: Path, nats_server: EmbeddedNats
 ) -> None:
