@@ -20,7 +20,7 @@ from adapters.nats.kv import NatsKeyValue
 from adapters.nats.leases import NatsLeaseStore, held_key, lease_key
 from app.embedded import EmbeddedNats
 from domain.errors import BackendError, LeaseRevisionError
-from domain.models import LeaseState, TaskId, WorkerId
+from domain.models import Lease, LeaseState, TaskId, WorkerId
 from tests.integration.kv_helpers import bucket_name, lease_bucket
 from tests.lease_builders import LIFETIME, TASK, lease
 
@@ -137,41 +137,82 @@ async def test_only_the_newest_open_leases_are_kept_in_memory(
     ]
 
 
+def index_key(held: Lease) -> str:
+    assert held.worker_id is not None
+    return held_key(held.worker_id, held.task_id, held.lease_id)
+
+
 async def test_a_lease_of_a_worker_is_indexed_under_it_until_it_settles(
     store: NatsLeaseStore, kv: NatsKeyValue
 ) -> None:
     stored = await store.put(lease())
-    index = await kv.get(held_key(WorkerId("w-1"), TASK))
+    indexed = await kv.get(index_key(stored))
     await store.replace(attrs.evolve(stored, state=LeaseState.SETTLED))
 
-    assert index is not None
-    assert index.value == b"lease-1"
-    assert await kv.get(held_key(WorkerId("w-1"), TASK)) is None
+    assert indexed is not None
+    assert await kv.get(index_key(stored)) is None
     assert await store.count() == 1
 
 
 async def test_a_deleted_lease_leaves_no_index_key(store: NatsLeaseStore, kv: NatsKeyValue) -> None:
-    await store.put(lease())
+    stored = await store.put(lease())
 
     await store.delete(TASK, "lease-1")
 
-    assert await kv.get(held_key(WorkerId("w-1"), TASK)) is None
+    assert await kv.get(index_key(stored)) is None
+
+
+async def test_an_extension_writes_the_index_key_again_so_it_outlives_the_bucket_ttl(
+    store: NatsLeaseStore, kv: NatsKeyValue
+) -> None:
+    stored = await store.put(lease())
+    await kv.delete(index_key(stored))  # as the bucket's TTL would, under a long task
+
+    extended = await store.replace(attrs.evolve(stored, deadline=stored.deadline + LIFETIME))
+
+    assert await kv.get(index_key(stored)) is not None
+    assert await store.held_by(WorkerId("w-1")) == [extended]
+
+
+async def test_a_lease_put_back_from_settled_is_held_again(store: NatsLeaseStore) -> None:
+    stored = await store.put(lease())
+    settled = await store.replace(attrs.evolve(stored, state=LeaseState.SETTLED))
+
+    back = await store.replace(attrs.evolve(settled, state=LeaseState.SETTLING, recorded=True))
+
+    assert await store.held_by(WorkerId("w-1")) == [back]
+
+
+async def test_a_refused_settle_of_an_old_lease_leaves_the_newer_lease_of_the_worker_held(
+    store: NatsLeaseStore, other_js: JetStreamContext, kv: NatsKeyValue, clock: ManualClock
+) -> None:
+    """Another process fenced the old lease and handed the task to the same worker again."""
+    old = await store.put(lease("old"))
+    other = NatsLeaseStore(other_js, clock=clock, bucket=kv.name)
+    newer = await other.put(lease("new"))
+
+    with pytest.raises(LeaseRevisionError):
+        await store.replace(attrs.evolve(old, state=LeaseState.SETTLED))
+
+    assert await store.held_by(WorkerId("w-1")) == [newer]
 
 
 async def test_index_keys_of_leases_gone_to_another_worker_or_expired_are_cleaned_up(
     store: NatsLeaseStore, kv: NatsKeyValue, clock: ManualClock
 ) -> None:
-    w1 = WorkerId("w-1")
-    moved, expiring = TaskId("run-1.moved"), TaskId("run-1.expiring")
-    await store.put(lease("a", moved))
-    await store.put(attrs.evolve(lease("b", moved), worker_id=WorkerId("w-2")))
-    await store.put(attrs.evolve(lease("c", expiring), deadline=clock.now() + LIFETIME / 2))
+    moved = await store.put(lease("a", TaskId("run-1.moved")))
+    now_of_w2 = await store.put(
+        attrs.evolve(lease("b", TaskId("run-1.moved")), worker_id=WorkerId("w-2"))
+    )
+    expiring = await store.put(
+        attrs.evolve(lease("c", TaskId("run-1.expiring")), deadline=clock.now() + LIFETIME / 2)
+    )
     clock.advance(LIFETIME / 2)
 
-    assert await store.held_by(w1) == []
-    assert await kv.get(held_key(w1, moved)) is None
-    assert await kv.get(held_key(w1, expiring)) is None
-    assert await kv.get(held_key(WorkerId("w-2"), moved)) is not None
+    assert await store.held_by(WorkerId("w-1")) == []
+    assert await kv.get(index_key(moved)) is None
+    assert await kv.get(index_key(expiring)) is None
+    assert await kv.get(index_key(now_of_w2)) is not None
 
 
 async def test_worker_ids_that_share_a_prefix_have_indexes_of_their_own(

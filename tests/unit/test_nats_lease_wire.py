@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from adapters.codec import decode, encode
 from adapters.nats.kv import check_key
-from adapters.nats.leases import HELD_PREFIX, held_key, lease_key
+from adapters.nats.leases import HELD_PREFIX, held_key, held_keys, lease_key
 from domain.errors import InvalidRequestError
 from domain.models import (
     DeliveryHandle,
@@ -86,15 +86,22 @@ def test_a_lease_is_json_with_its_ack_wait_in_milliseconds_and_defaults_left_out
 kv_key_text = st.from_regex(r"[-/_=.a-zA-Z0-9]{1,30}", fullmatch=True)
 
 
-@given(st.text(min_size=1), kv_key_text)
-@example("=W.w.run.step", "w")
-@example("W.x", "a.b")
-def test_an_index_key_is_a_kv_key_no_lease_key_can_be_and_names_one_worker(
-    task_id: str, worker_id: str
+@given(st.text(min_size=1), kv_key_text, kv_key_text)
+@example("=W.w.run.step", "w", "lease-1")
+@example("W.x", "a.b", "1.2")
+def test_an_index_key_is_a_kv_key_no_lease_key_can_be_and_names_one_worker_and_lease(
+    task_id: str, worker_id: str, lease_id: str
 ) -> None:
-    key = held_key(WorkerId(worker_id), TaskId(task_id))
+    key = held_key(WorkerId(worker_id), TaskId(task_id), LeaseId(lease_id))
 
     check_key(key)
     assert not lease_key(TaskId(task_id)).startswith(f"{HELD_PREFIX}.")
     prefix, worker, rest = key.split(".", 2)
-    assert (prefix, unescape(worker), rest) == (HELD_PREFIX, worker_id, lease_key(TaskId(task_id)))
+    named, lease = rest.rsplit(".", 1)
+    assert (prefix, unescape(worker), named, unescape(lease)) == (
+        HELD_PREFIX,
+        worker_id,
+        lease_key(TaskId(task_id)),
+        lease_id,
+    )
+    assert held_keys(WorkerId(worker_id)) == f"{prefix}.{worker}.>"

@@ -4,7 +4,9 @@ resolve a task another one handed out (B3)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Coroutine
 from typing import Final
 
 import attrs
@@ -13,9 +15,11 @@ from nats.js.client import JetStreamContext
 from adapters.codec import DecodeError, decode, encode
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
-from domain.errors import BackendError, LeaseRevisionError
-from domain.models import KvEntry, Lease, LeaseState, TaskId, WorkerId
+from domain.errors import BackendError, DomainError, LeaseRevisionError
+from domain.models import KvEntry, Lease, LeaseId, LeaseState, TaskId, WorkerId
 from domain.ports import Clock
+
+log = logging.getLogger(__name__)
 
 _UNSAFE: Final = re.compile(r"[^-/_.a-zA-Z0-9]+")
 # A dot that would open an empty subject token: leading, trailing, or right after a dot.
@@ -31,12 +35,19 @@ HELD_PREFIX: Final = "=W"
 writes two hexadecimal digits."""
 
 
-def held_key(worker_id: WorkerId, task_id: TaskId | None = None) -> str:
-    """The index key saying that the worker was handed the task (`=W.<worker>.<lease key>`),
-    or without a task the filter of all of the worker's. The worker id is one token: its `=`
-    and `.` are written `=3D` and `=2E`."""
-    worker = worker_id.replace("=", "=3D").replace(".", "=2E")
-    return f"{HELD_PREFIX}.{worker}.{lease_key(task_id) if task_id is not None else '>'}"
+def held_key(worker_id: WorkerId, task_id: TaskId, lease_id: LeaseId) -> str:
+    """The index key saying that the worker holds that lease of the task:
+    `=W.<worker>.<lease key>.<lease id>`, the worker and the lease id as one token each."""
+    return f"{held_keys(worker_id)[:-1]}{lease_key(task_id)}.{_one_token(lease_id)}"
+
+
+def held_keys(worker_id: WorkerId) -> str:
+    """The filter of all the worker's index keys."""
+    return f"{HELD_PREFIX}.{_one_token(worker_id)}.>"
+
+
+def _one_token(text: str) -> str:
+    return lease_key(TaskId(text)).replace(".", "=2E")
 
 
 def lease_key(task_id: TaskId) -> str:
@@ -55,11 +66,13 @@ class NatsLeaseStore:
 
     A lease is stored under `lease_key(task_id)` as the codec's JSON, and its `revision` is
     the KV revision, so replace and delete are compare-and-set on the server. A lease handed
-    out to a worker also gets an index key, `held_key(worker, task)` (its value the lease id),
-    written with it and deleted when it settles or goes: `held_by` reads the worker's index
-    keys and the leases they name, never the whole bucket. The index is a hint: every lease
-    it names is read and checked, and an index key left behind (a process killed between the
-    two writes) is deleted by the next `held_by` that finds it stale. The lease's
+    out to a worker also gets an index key, `held_key(worker, task, lease id)`, written with
+    it, written again when it is extended (which renews its age in the bucket), and deleted
+    when it settles or goes: `held_by` reads the worker's index keys and the leases they
+    name, never the whole bucket. The index is a hint: every lease it names is read and
+    checked, an index key left behind (a redelivery to another worker, a process killed
+    between two writes, a failed delete) is deleted by the next `held_by` that finds it
+    stale, and only the first write of a key must succeed. The lease's
     own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
     A replace of a revision this process wrote or read last is one round trip (the update):
     what that revision holds never changes, and the server refuses the update if it is no
@@ -89,7 +102,7 @@ class NatsLeaseStore:
         if lease.worker_id is None:
             revision = await stored
         else:
-            indexed = kv.put(held_key(lease.worker_id, lease.task_id), lease.lease_id.encode())
+            indexed = kv.put(held_key(lease.worker_id, lease.task_id, lease.lease_id), b"")
             revision, _ = await asyncio.gather(stored, indexed)
         return self._remember(attrs.evolve(lease, revision=revision))
 
@@ -109,14 +122,11 @@ class NatsLeaseStore:
             raise LeaseRevisionError(lease.task_id)
         kv = await self._bound()
         updated = kv.update(lease_key(lease.task_id), _encode(lease), last=lease.revision)
-        if lease.state is LeaseState.SETTLED and lease.worker_id is not None:
-            # At once: if the update is refused, the lease was claimed by another since
-            # (a redelivery's fence), which ends its hold on the worker all the same.
-            revision, _ = await asyncio.gather(
-                updated, kv.delete(held_key(lease.worker_id, lease.task_id))
-            )
-        else:
+        upkeep = self._index_upkeep(kv, lease, was=current)
+        if upkeep is None:
             revision = await updated
+        else:
+            revision, _ = await asyncio.gather(updated, upkeep)
         if revision is None:
             self._known.pop(lease.task_id, None)
             raise LeaseRevisionError(lease.task_id)
@@ -132,6 +142,31 @@ class NatsLeaseStore:
                 await self._unindex(kv, stored)
             self._known.pop(task_id, None)
 
+    def _index_upkeep(
+        self, kv: NatsKeyValue, lease: Lease, *, was: Lease
+    ) -> Coroutine[None, None, None] | None:
+        """What a replace of `was` by `lease` does to the worker's index, at once with it: a
+        settled lease leaves it; an extended one (or one put back from settled) is written
+        again. Either is done for the lease key `lease` names, even if the replace is
+        refused: that lease is then over, and its key is another's to check."""
+        if lease.worker_id is None:
+            return None
+        if lease.state is LeaseState.SETTLED:
+            return self._unindex(kv, lease)
+        if lease.state is LeaseState.ACTIVE or was.state is LeaseState.SETTLED:
+            return self._reindex(kv, lease)
+        return None
+
+    async def _reindex(self, kv: NatsKeyValue, lease: Lease) -> None:
+        if lease.worker_id is not None:
+            key = held_key(lease.worker_id, lease.task_id, lease.lease_id)
+            await _best_effort(kv.put(key, b""), f"index key {key} not written")
+
+    async def _unindex(self, kv: NatsKeyValue, lease: Lease) -> None:
+        if lease.worker_id is not None:
+            key = held_key(lease.worker_id, lease.task_id, lease.lease_id)
+            await _best_effort(kv.delete(key), f"index key {key} not deleted")
+
     async def count(self) -> int:
         """Unexpired leases; reads the whole bucket (for metrics and tests)."""
         kv = await self._bound()
@@ -142,15 +177,15 @@ class NatsLeaseStore:
         """The worker's unexpired, unsettled leases: O(the worker's index keys), each lease
         they name read at once; index keys found stale are deleted on the way."""
         kv = await self._bound()
-        index = await kv.latest(held_key(worker_id))
+        index = await kv.latest(held_keys(worker_id))
         named = await asyncio.gather(*(self._indexed(kv, entry) for entry in index))
         return [lease for lease in named if lease is not None]
 
     async def _indexed(self, kv: NatsKeyValue, entry: KvEntry) -> Lease | None:
         """The open lease an index key names; None, with the key deleted if it has not
-        changed since, when that lease has settled, gone, or is another worker's."""
-        key = entry.key.split(".", 2)[2]
-        found = await kv.get(key)
+        changed since, when that lease has settled, gone, or been replaced by another."""
+        _, _, named = entry.key.split(".", 2)
+        found = await kv.get(named.rsplit(".", 1)[0])
         lease = _decode(found) if found is not None else None
         if lease is not None and self._holds(lease, entry):
             return self._remember(lease)
@@ -160,14 +195,10 @@ class NatsLeaseStore:
     def _holds(self, lease: Lease, entry: KvEntry) -> bool:
         return (
             lease.worker_id is not None
-            and held_key(lease.worker_id, lease.task_id) == entry.key
+            and held_key(lease.worker_id, lease.task_id, lease.lease_id) == entry.key
             and lease.state is not LeaseState.SETTLED
             and self._live(lease)
         )
-
-    async def _unindex(self, kv: NatsKeyValue, lease: Lease) -> None:
-        if lease.worker_id is not None:
-            await kv.delete(held_key(lease.worker_id, lease.task_id))
 
     async def _current(self, task_id: TaskId, revision: int) -> Lease | None:
         """The lease at `revision` if this process knows it, else what the store holds."""
@@ -202,6 +233,13 @@ class NatsLeaseStore:
         if self._kv is None:
             raise BackendError(f"KV bucket {self.bucket} is missing (the bridge creates it)")
         return self._kv
+
+
+async def _best_effort(write: Awaitable[object], failure: str) -> None:
+    try:
+        await write
+    except DomainError as exc:
+        log.warning("%s: %s", failure, exc)
 
 
 def _is_index(entry: KvEntry) -> bool:

@@ -244,9 +244,12 @@ class TypePuller:
         self.on_arrival()
 
     def _none_pending(self) -> bool:
-        """JetStream said, delivering the last buffered message, that no other was pending:
-        a no-wait request now would only cost a round trip (the wake-up of a waiting poll).
-        A message published since wakes the next waiting request."""
+        """JetStream said, delivering the newest buffered message, that no other was
+        pending: a no-wait request now would most likely cost a round trip for nothing (the
+        wake-up of a waiting poll). The trade: what became deliverable since that delivery
+        (the rest of a burst published a moment later, a NAK delay or an AckWait ending) is
+        left to the next poll, which a waiting request serves at once, so a poll woken by the
+        first task of a burst answers with that one."""
         return bool(self._held) and self._held[-1].msg.metadata.num_pending == 0
 
     def _take(self, count: int) -> list[Msg]:

@@ -157,9 +157,15 @@ class ResolveService:
         self, task_id: TaskId, request: ResolveRequest, *, recent: bool = False
     ) -> Lease:
         """The task's lease, as the store holds it; with `recent`, as this process last knew
-        it if that is the lease the request names (a claim of it fails if it is stale)."""
+        it if that is an active lease, the one the request names: only a claim's
+        compare-and-set checks it, which fails if it is stale. (A settling or settled one
+        would be answered without a write, so it is read again.)"""
         lease = self.leases.recent(task_id) if recent else None
-        if lease is None or request.lease_id not in (None, lease.lease_id):
+        if (
+            lease is None
+            or lease.state is not LeaseState.ACTIVE
+            or request.lease_id not in (None, lease.lease_id)
+        ):
             lease = await self.leases.get(task_id)
         if lease is None:
             raise TaskNotFoundError
@@ -199,23 +205,35 @@ class ResolveService:
         worker_id: WorkerId | None,
         trace: TraceContext | None,
     ) -> Resolution:
-        """Record the claimed action, then settle the delivery and mark the lease settled at
-        once: neither waits for the other (a lease settled whose ack is lost is acked when
-        its message comes back, see PollService)."""
+        """Record the claimed action, then settle the delivery and mark the lease settled.
+
+        Both at once, neither waiting for the other (a lease settled whose ack is lost is
+        acked when its message comes back, see PollService), except for a pause, whose NAK
+        comes first: a pause marked settled answers its retry as a replay, and its message
+        must not come back after AckWait instead of after the pause. If the delivery is not
+        settled, the action is done all the same (its event is out, its checkpoint saved): the
+        lease is left settling and recorded, so that a retry only settles the delivery.
+        """
         if not claimed.recorded:
             await self._record(claimed, action, worker_id or claimed.worker_id, trace)
+        settled = attrs.evolve(claimed, state=LeaseState.SETTLED, deadline=self._deadline(claimed))
+        if isinstance(action, Pause):
+            try:
+                await self._settle_delivery(claimed, action)
+            except DomainError:
+                await self._best_effort(attrs.evolve(claimed, recorded=True))
+                raise
+            await self.leases.replace(settled)
+            return Resolution(action=action.action)
         delivered, marked = await asyncio.gather(
             self._settle_delivery(claimed, action),
-            self.leases.replace(
-                attrs.evolve(claimed, state=LeaseState.SETTLED, deadline=self._deadline(claimed))
-            ),
+            self.leases.replace(settled),
             return_exceptions=True,
         )
         for outcome in (delivered, marked):
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
                 raise outcome
         if isinstance(delivered, DomainError):
-            # The event is out: a retry must only settle the delivery, never publish again.
             latest = claimed if isinstance(marked, BaseException) else marked
             await self._best_effort(attrs.evolve(latest, state=LeaseState.SETTLING, recorded=True))
             raise delivered
