@@ -65,19 +65,21 @@ class NatsLeaseStore:
     """LeaseStore on a JetStream KV bucket (`bridge_leases`, which must exist).
 
     A lease is stored under `lease_key(task_id)` as the codec's JSON, and its `revision` is
-    the KV revision, so replace and delete are compare-and-set on the server. A lease handed
-    out to a worker also gets an index key, `held_key(worker, task, lease id)`, written with
-    it, written again when it is extended (which renews its age in the bucket), and deleted
-    when it settles or goes: `held_by` reads the worker's index keys and the leases they
-    name, never the whole bucket. The index is a hint: every lease it names is read and
-    checked, an index key left behind (a redelivery to another worker, a process killed
-    between two writes, a failed delete) is deleted by the next `held_by` that finds it
-    stale, and only the first write of a key must succeed. The lease's
+    the KV revision, so replace and delete are compare-and-set on the server. The lease's
     own deadline decides when it reads as absent; the bucket's TTL only collects garbage.
     A replace of a revision this process wrote or read last is one round trip (the update):
     what that revision holds never changes, and the server refuses the update if it is no
     longer the latest. `recent` answers from those remembered leases, with no round trip.
-    Mutable on purpose: it keeps the bucket once bound, and those leases.
+
+    A lease handed out to a worker also gets an index key, `held_key(worker, task, lease
+    id)`, written with it, written again when it is extended (which renews its age in the
+    bucket), and deleted when it settles or goes: `held_by` reads the worker's index keys
+    and the leases they name, never the whole bucket. The index is a hint: every lease it
+    names is read and checked, and an index key left behind (a redelivery to another
+    worker, a process killed between two writes, a failed delete) is deleted by the next
+    `held_by` that finds it stale; so only the first write of a key must succeed.
+
+    Mutable on purpose: it keeps the bucket once bound, and the leases it remembers.
     """
 
     js: JetStreamContext
@@ -189,7 +191,8 @@ class NatsLeaseStore:
         lease = _decode(found) if found is not None else None
         if lease is not None and self._holds(lease, entry):
             return self._remember(lease)
-        await kv.delete_at(entry.key, last=entry.revision)
+        stale = kv.delete_at(entry.key, last=entry.revision)
+        await _best_effort(stale, f"stale index key {entry.key} not deleted")
         return None
 
     def _holds(self, lease: Lease, entry: KvEntry) -> bool:
