@@ -91,6 +91,23 @@ def spawn_trivial(log_dir: Path) -> ServerProcess:
     return _spawn(command, log_dir, port, {})
 
 
+def spawn_trivial_on_granian(log_dir: Path) -> ServerProcess:
+    """The same endpoint served by Granian (one worker, uvloop), to compare the servers."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "granian"),
+        "--interface", "asgi",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+        "--loop", "uvloop",
+        "--no-ws",
+        "--log-level", "warning",
+        "bench.trivial:app",
+    ]  # fmt: skip
+    return _spawn(command, log_dir, port, {})
+
+
 async def wait_healthy(servers: Sequence[ServerProcess]) -> None:
     async with aiohttp.ClientSession() as session:
         for server in servers:

@@ -25,7 +25,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     port: int = parser.parse_args().port
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    # As the bridge serves (app.serving).
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":
