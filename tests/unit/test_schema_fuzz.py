@@ -13,6 +13,8 @@ from typing import Any, Final
 
 import schemathesis
 from hypothesis import settings
+from litestar import Litestar
+from litestar.types import Receive, Scope, Send
 from schemathesis import checks
 
 from app.main import create_app
@@ -21,8 +23,31 @@ from tests.factories import memory_container
 SHORT_WAIT_MS: Final = 20
 WAITING_PATHS: Final = ("/v1/tasks/poll", "/v1/tasks/{task_id}/resolve")
 
-APP: Final = create_app(memory_container(heartbeat_interval_ms=5))
-schema = schemathesis.openapi.from_asgi("/schema/openapi.json", APP)
+
+class FreshBridge:
+    """The ASGI app under test, which `renew` replaces with a new memory bridge.
+
+    Each scenario along the links starts on a new one: Hypothesis requires that what a
+    scenario can do next (which links have something to follow) depends on its own steps
+    only, never on what earlier scenarios left in a shared bridge.
+    """
+
+    def __init__(self) -> None:
+        self._app = self._new()
+
+    def renew(self) -> None:
+        self._app = self._new()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    @staticmethod
+    def _new() -> Litestar:
+        return create_app(memory_container(heartbeat_interval_ms=5))
+
+
+BRIDGE: Final = FreshBridge()
+schema = schemathesis.openapi.from_asgi("/schema/openapi.json", BRIDGE)
 # Enough heartbeats to check their shape; the stream itself never ends.
 schema.config.max_stream_events = 3
 
@@ -58,6 +83,9 @@ def test_every_answer_is_documented_and_none_is_a_server_error(
 
 
 class Scenarios(schema.as_state_machine()):  # type: ignore[misc]
+    def setup(self) -> None:
+        BRIDGE.renew()
+
     def before_call(self, case: schemathesis.Case[Any]) -> None:
         case.body = with_short_waits(case)
 
