@@ -156,13 +156,9 @@ class NatsLeaseStore:
         if lease.state is LeaseState.SETTLED:
             return self._unindex(kv, lease)
         if lease.state is LeaseState.ACTIVE or was.state is LeaseState.SETTLED:
-            return self._reindex(kv, lease)
-        return None
-
-    async def _reindex(self, kv: NatsKeyValue, lease: Lease) -> None:
-        if lease.worker_id is not None:
             key = held_key(lease.worker_id, lease.task_id, lease.lease_id)
-            await _best_effort(kv.put(key, b""), f"index key {key} not written")
+            return _best_effort(kv.put(key, b""), f"index key {key} not written")
+        return None
 
     async def _unindex(self, kv: NatsKeyValue, lease: Lease) -> None:
         if lease.worker_id is not None:

@@ -212,8 +212,7 @@ class PollService:
         """The worker's leases not settled yet (a settling one still holds its slot)."""
         if worker_id is None or cap is None:
             return 0
-        held = await self.leases.held_by(worker_id)
-        return sum(1 for lease in held if lease.state is not LeaseState.SETTLED)
+        return len(await self.leases.held_by(worker_id))
 
     async def _replay(self, poll_id: PollId) -> list[PolledTask] | None:
         """The kept answer, less the tasks whose lease was settled or superseded since."""

@@ -221,7 +221,7 @@ class ResolveService:
             try:
                 await self._settle_delivery(claimed, action)
             except DomainError:
-                await self._best_effort(attrs.evolve(claimed, recorded=True))
+                await self._left_undelivered(claimed)
                 raise
             await self.leases.replace(settled)
             return Resolution(action=action.action)
@@ -234,12 +234,15 @@ class ResolveService:
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
                 raise outcome
         if isinstance(delivered, DomainError):
-            latest = claimed if isinstance(marked, BaseException) else marked
-            await self._best_effort(attrs.evolve(latest, state=LeaseState.SETTLING, recorded=True))
+            await self._left_undelivered(claimed if isinstance(marked, BaseException) else marked)
             raise delivered
         if isinstance(marked, BaseException):
             raise marked
         return Resolution(action=action.action)
+
+    async def _left_undelivered(self, latest: Lease) -> None:
+        """The lease, at its latest revision, settling with its action recorded."""
+        await self._best_effort(attrs.evolve(latest, state=LeaseState.SETTLING, recorded=True))
 
     async def _recorded_earlier(self, lease: Lease) -> bool:
         """Whether an earlier claim of the lease, cut short after its publish, got the event
