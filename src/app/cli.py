@@ -17,13 +17,11 @@ from typing import Any, Final
 
 import attrs
 
-from app import sim_commands
 from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.logging_setup import configure_logging
 from app.settings import Backend, ClockKind, LogFormat, Settings
-from app.sim_client import DEFAULT_URL, URL_ENV, Bridge, NewTask, http_url, raw_json
+from app.sim_target import DEFAULT_URL, URL_ENV, Bridge, http_url, raw_json
 from app.tokens import TokenSource
-from app.version import package_version
 from app.workers import Supervisor
 from conformance import DEFAULT_EXAMPLES
 
@@ -66,9 +64,29 @@ TRISTATE: Final = ("simulate_engine",)
 mode's default."""
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`, whose version is looked up only when asked for: importlib.metadata costs
+    every process that parses a command line 2 MiB, the `--workers` parent among them."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from app.version import package_version  # noqa: PLC0415
+
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="dagnats-bridge", description=__doc__)
-    root.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    root.add_argument("--version", action=_PrintVersion)
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP bridge")
     defaults = Settings()
@@ -229,6 +247,7 @@ def _add_conformance(commands: Any) -> None:
 
 def conformance(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # Here, not at the top: Hypothesis and the spec cost `serve` a quarter of a second.
+    from app.sim_commands import INTERRUPTED  # noqa: PLC0415
     from conformance import runner as conformance_runner  # noqa: PLC0415
 
     try:
@@ -251,7 +270,7 @@ def conformance(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"dagnats-bridge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return sim_commands.INTERRUPTED
+        return INTERRUPTED
 
 
 def sim(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -260,32 +279,10 @@ def sim(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ValueError as exc:
         print(f"dagnats-bridge: invalid setting: {exc}", file=sys.stderr)
         return 2
-    return sim_commands.run(lambda: SIM_VERBS[args.verb](bridge, args), sys.stderr)
+    # Here, not at the top: the HTTP client loads ssl, which `serve`'s parent has no use for.
+    from app import sim_commands  # noqa: PLC0415
 
-
-def _enqueue(bridge: Bridge, args: argparse.Namespace) -> None:
-    task = NewTask(
-        task_type=args.task_type, raw_input=args.input, run_id=args.run_id, step_id=args.step_id
-    )
-    sim_commands.enqueue(bridge, sys.stdout.buffer, task)
-
-
-def _events(bridge: Bridge, args: argparse.Namespace) -> None:
-    if args.follow or args.until_done:
-        sim_commands.follow(bridge, sys.stdout.buffer, args.run_id, until_done=args.until_done)
-    else:
-        sim_commands.events(bridge, sys.stdout.buffer, args.run_id)
-
-
-def _runs(bridge: Bridge, _: argparse.Namespace) -> None:
-    sim_commands.runs(bridge, sys.stdout.buffer)
-
-
-SIM_VERBS: Final[dict[str, Callable[[Bridge, argparse.Namespace], None]]] = {
-    "enqueue": _enqueue,
-    "events": _events,
-    "runs": _runs,
-}
+    return sim_commands.run_verb(bridge, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from adapters.nats.kv import ensure_leases_bucket, ensure_polls_bucket, provisio
 from adapters.nats.provision import provision_streams, while_cluster_forms
 from app.container import Container
 from app.settings import Backend, Settings
-from app.tokens import watching
+from app.token_watch import watching
 from app.tracing import tracing_lifespan
 from app.version import package_version
 from domain.errors import DomainError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -9,7 +10,8 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Final, TextIO
 
 from app import sim_client
-from app.sim_client import Bridge, BridgeError, Item, NewTask
+from app.sim_client import BridgeError, Item
+from app.sim_target import Bridge, NewTask
 
 FOLLOW_INTERVAL_S: Final = 0.5
 RUN_ENDED: Final = frozenset({"workflow.completed", "workflow.failed"})
@@ -76,3 +78,33 @@ def run(verb: Callable[[], None], err: TextIO) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return 0
+
+
+def run_verb(bridge: Bridge, args: argparse.Namespace) -> int:
+    """`dagnats-bridge sim <verb>`, parsed: its exit status, its output on stdout."""
+    return run(lambda: VERBS[args.verb](bridge, args), sys.stderr)
+
+
+def _enqueue(bridge: Bridge, args: argparse.Namespace) -> None:
+    task = NewTask(
+        task_type=args.task_type, raw_input=args.input, run_id=args.run_id, step_id=args.step_id
+    )
+    enqueue(bridge, sys.stdout.buffer, task)
+
+
+def _events(bridge: Bridge, args: argparse.Namespace) -> None:
+    if args.follow or args.until_done:
+        follow(bridge, sys.stdout.buffer, args.run_id, until_done=args.until_done)
+    else:
+        events(bridge, sys.stdout.buffer, args.run_id)
+
+
+def _runs(bridge: Bridge, _: argparse.Namespace) -> None:
+    runs(bridge, sys.stdout.buffer)
+
+
+VERBS: Final[dict[str, Callable[[Bridge, argparse.Namespace], None]]] = {
+    "enqueue": _enqueue,
+    "events": _events,
+    "runs": _runs,
+}

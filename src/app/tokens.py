@@ -1,25 +1,19 @@
 """The bearer tokens the bridge accepts: DAGNATS_BRIDGE_TOKEN, named `default`, and the
 tokens file (`--tokens-file`, format in adapters.http.auth), re-read when it changes.
 
-The file is watched by its modification time, size and inode, checked every second, and
-re-read at once on SIGHUP (with `--workers`, sent to the parent, which passes it on to every
-worker; app.workers): a rotation is writing the new set (old and new tokens side by
-side, then without the old one), with no restart and no signal needed, which is also how a
-mounted Kubernetes Secret is updated. A file that cannot be used at a reload leaves the
-tokens as they were, with a warning.
+The file is watched (app.token_watch) by its modification time, size and inode, checked
+every second, and re-read at once on SIGHUP (with `--workers`, sent to the parent, which
+passes it on to every worker; app.workers): a rotation is writing the new set (old and new
+tokens side by side, then without the old one), with no restart and no signal needed, which
+is also how a mounted Kubernetes Secret is updated. A file that cannot be used at a reload
+leaves the tokens as they were, with a warning.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import stat
-import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
 
 import attrs
 
@@ -28,7 +22,6 @@ from app.settings import Settings
 
 log = logging.getLogger("dagnats_bridge")
 
-CHECK_INTERVAL_S: Final = 1.0
 FileSignature = tuple[int, int, int]
 
 
@@ -108,42 +101,3 @@ def read_tokens_file(path: Path) -> dict[str, str]:
             oct(stat.S_IMODE(mode)),
         )
     return named
-
-
-@contextlib.asynccontextmanager
-async def watching(source: TokenSource) -> AsyncIterator[None]:
-    """Check the tokens file every CHECK_INTERVAL_S, and re-read it on SIGHUP (when the app
-    runs in the main thread, the only one that can take signals). Without a tokens file a
-    SIGHUP is noted and ignored, as a `--workers` worker ignores it, instead of ending the
-    process."""
-    loop = asyncio.get_running_loop()
-    on_sighup = threading.current_thread() is threading.main_thread()
-    if on_sighup:
-        loop.add_signal_handler(
-            signal.SIGHUP, source.reload if source.watches_file else _nothing_to_reload
-        )
-    checks = (
-        asyncio.ensure_future(_check_every(source, CHECK_INTERVAL_S))
-        if source.watches_file
-        else None
-    )
-    try:
-        yield
-    finally:
-        if checks is not None:
-            checks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checks
-        if on_sighup:
-            loop.remove_signal_handler(signal.SIGHUP)
-
-
-def _nothing_to_reload() -> None:
-    log.info("SIGHUP ignored: no tokens file to re-read")
-
-
-async def _check_every(source: TokenSource, seconds: float) -> None:
-    while True:
-        # A file has no change event to await without a platform-specific watcher.
-        await asyncio.sleep(seconds)
-        source.check()

@@ -10,7 +10,8 @@ import pytest
 
 from app import sim_client, sim_commands
 from app.cli import bridge_from, parser
-from app.sim_client import Bridge, BridgeError, Item, NewTask, json_array, raw_json, task_body
+from app.sim_client import BridgeError, Item, json_array, task_body
+from app.sim_target import Bridge, NewTask, raw_json
 
 BRIDGE = Bridge(url="http://bridge:8080")
 

@@ -68,7 +68,8 @@ def test_a_bridge_of_its_own_has_no_inherited_socket() -> None:
 
 
 def test_the_command_line_leaves_the_web_stack_to_the_processes_that_serve() -> None:
-    """A `--workers` parent only supervises: importing the CLI must not load the app."""
+    """A `--workers` parent only supervises: importing the CLI must not load the app, nor
+    what only serving, the sim client or `--version` use (each is MiBs of the parent's RSS)."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, app.cli; print(*sorted(sys.modules))"],
         capture_output=True,
@@ -77,3 +78,4 @@ def test_the_command_line_leaves_the_web_stack_to_the_processes_that_serve() -> 
     ).stdout.split()
 
     assert not {"litestar", "nats", "uvicorn", "app.container"} & set(loaded)
+    assert not {"asyncio", "ssl", "urllib.request", "importlib.metadata"} & set(loaded)
