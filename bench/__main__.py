@@ -22,8 +22,10 @@ from app.embedded import EmbeddedNats
 from bench import phases
 from bench.config import FULL, QUICK, TARGET_BATCH, BenchConfig
 from bench.direct import ACK_WAIT, DirectWorkerProcess
+from bench.install import installed_bridge
 from bench.load import BridgeClient, fleet_session
 from bench.procs import (
+    ROOT,
     ServerProcess,
     nats_server_process,
     spawn_bridge,
@@ -123,17 +125,19 @@ async def measure_ceiling(config: BenchConfig, log_dir: Path) -> dict[str, float
 
 
 @contextlib.asynccontextmanager
-async def rig(config: BenchConfig, work_dir: Path) -> AsyncIterator[phases.Rig]:
-    """An embedded nats-server, the bridge processes (one port with `--workers`, or one port
-    each, the first provisioning alone), the direct worker."""
+async def rig(config: BenchConfig, work_dir: Path, bridge: Path) -> AsyncIterator[phases.Rig]:
+    """An embedded nats-server, the bridge processes (`bridge`, the command; one port with
+    `--workers`, or one port each, the first provisioning alone), the direct worker."""
     embedded = EmbeddedNats(work_dir / "nats")
     embedded.start()
     workers = 1 if config.separate_ports else config.bridges
     try:
-        with servers([spawn_bridge(embedded.url, work_dir, workers)]) as bridges:
+        with servers([spawn_bridge(bridge, embedded.url, work_dir, workers)]) as bridges:
             await wait_healthy(bridges)
             if config.separate_ports:
-                bridges += [spawn_bridge(embedded.url, work_dir) for _ in range(config.bridges - 1)]
+                bridges += [
+                    spawn_bridge(bridge, embedded.url, work_dir) for _ in range(config.bridges - 1)
+                ]
                 await wait_healthy(bridges)
             nc = await nats.connect(embedded.url)
             direct = await DirectWorkerProcess.start(embedded.url)
@@ -178,7 +182,12 @@ async def measure_batch(the_rig: phases.Rig, batch: int, progress: tqdm[Any]) ->
 
 
 async def run(config: BenchConfig) -> dict[str, Any]:
-    results: dict[str, Any] = {"config": _plain(config), "cpus": os.cpu_count()}
+    bridge = installed_bridge()
+    results: dict[str, Any] = {
+        "config": _plain(config),
+        "cpus": os.cpu_count(),
+        "bridge": str(bridge.relative_to(ROOT)),
+    }
     with (
         tempfile.TemporaryDirectory(prefix="dagnats-bench-") as work,
         tqdm(total=step_count(config), unit="phase", file=sys.stderr) as progress,
@@ -188,7 +197,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
         results["generator_ceiling"] = await measure_ceiling(config, work_dir)
         progress.update()
         progress.set_description("starting nats-server and bridges")
-        async with rig(config, work_dir) as the_rig:
+        async with rig(config, work_dir, bridge) as the_rig:
             progress.update()
             results["batches"] = {
                 str(batch): await measure_batch(the_rig, batch, progress)

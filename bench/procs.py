@@ -20,7 +20,6 @@ from app.embedded import free_port
 
 STARTUP_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 15.0
-BRIDGE_COMMAND: Final = str(Path(sys.executable).parent / "dagnats-bridge")
 MIB: Final = 1024 * 1024
 ROOT: Final = Path(__file__).resolve().parent.parent
 """The checkout: `python -m bench.…` children run from here, wherever the run started."""
@@ -69,12 +68,12 @@ def _spawn(command: Sequence[str], log_dir: Path, port: int, env: dict[str, str]
     return ServerProcess(f"http://127.0.0.1:{port}", port, process, log)
 
 
-def spawn_bridge(nats_url: str, log_dir: Path, workers: int = 1) -> ServerProcess:
-    """One bridge over `nats_url`, provisioning, without the engine simulation's extra work,
-    serving its port with `workers` processes."""
+def spawn_bridge(bridge: Path, nats_url: str, log_dir: Path, workers: int = 1) -> ServerProcess:
+    """One bridge (the `dagnats-bridge` command `bridge`) over `nats_url`, provisioning,
+    without the engine simulation's extra work, serving its port with `workers` processes."""
     port = free_port()
     command = [
-        BRIDGE_COMMAND, "serve",
+        str(bridge), "serve",
         "--nats-url", nats_url,
         "--provision",
         "--no-simulate-engine",

@@ -118,6 +118,7 @@ def table(results: Mapping[str, Any]) -> str:
         f"{', batch resolves' if config['batch_resolve'] else ''}), "
         f"{config['fleet']} HTTP "
         f"workers, {config['rounds']} rounds x {config['tasks']} tasks, {results['cpus']} CPUs",
+        f"bridge under test: {results['bridge']} (runtime dependencies only, as deployed)",
         f"load generator ceiling: {ceiling['requests_per_s']:,.0f} req/s against a trivial "
         f"Litestar endpoint (generator CPU {ceiling['generator_cpu_pct']:.0f} %)",
         "",
