@@ -10,6 +10,7 @@ import pytest
 
 from domain.models import PollId, RunId, TaskType
 from domain.protocol import POLL_REPLAY_WINDOW, STEP_STARTED
+from domain.services.flag import Flag
 from domain.services.poll import PollCommand
 from domain.services.simulator import EnqueueCommand
 from tests.factories import Harness
@@ -126,7 +127,7 @@ async def test_a_concurrent_duplicate_waits_for_the_first_and_replays_its_answer
 
 async def test_an_abandoned_poll_is_not_kept_so_its_repeat_polls_anew(bridge: Harness) -> None:
     await enqueue(bridge, "r1")
-    gone = asyncio.Event()
+    gone = Flag()
     gone.set()
 
     abandoned = await bridge.poll(

@@ -25,6 +25,7 @@ from domain.errors import (
 from domain.models import DeliveryHandle, RawJson, RunId, StepId, TaskPayload, TaskType, WorkerId
 from domain.protocol import STEP_COMPLETED, STEP_CONTINUE, STEP_FAILED, STEP_STARTED
 from domain.services.actions import ResolveRequest
+from domain.services.flag import Flag
 from domain.services.poll import PollCommand, PollService
 from domain.services.simulator import EnqueueCommand
 from domain.services.workers import ConnectCommand, WorkerRegistry
@@ -89,9 +90,32 @@ async def test_a_waiting_poll_wakes_when_a_task_is_enqueued(bridge: Harness) -> 
     assert task.run_id == "r7"
 
 
+async def test_a_waiting_poll_whose_client_leaves_does_not_keep_the_drain_from_the_others(
+    bridge: Harness,
+) -> None:
+    """Every waiting poll watches the one future of the drain: cancelling a poll must not
+    cancel it, or no other poll would end when the drain begins."""
+    waiting = [
+        asyncio.ensure_future(
+            bridge.poll(PollCommand(task_types=[WORK], max_tasks=1, timeout=timedelta(hours=1)))
+        )
+        for _ in range(3)
+    ]
+    await bridge.clock.wait_for_sleepers()
+
+    waiting[0].cancel()
+    await asyncio.gather(waiting[0], return_exceptions=True)
+    still_waiting = not bridge.poll.drain.when_begun().done()
+    bridge.poll.drain.begin()
+
+    assert still_waiting
+
+    assert await asyncio.wait_for(asyncio.gather(*waiting[1:]), 1) == [[], []]
+
+
 async def test_a_client_that_leaves_gets_its_tasks_released_at_once(bridge: Harness) -> None:
     await enqueue(bridge)
-    gone = asyncio.Event()
+    gone = Flag()
     gone.set()
 
     tasks = await bridge.poll(
@@ -107,7 +131,7 @@ async def test_a_client_that_leaves_gets_its_tasks_released_at_once(bridge: Harn
 async def test_a_waiting_poll_that_ends_early_leases_nothing_that_became_ready_meanwhile(
     bridge: Harness, ending: str
 ) -> None:
-    gone = asyncio.Event()
+    gone = Flag()
     polling = asyncio.ensure_future(
         bridge.poll(
             PollCommand(

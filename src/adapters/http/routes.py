@@ -71,6 +71,7 @@ from domain.ports import BackendProbe, Clock, EventLog
 from domain.services.actions import ResolveRequest
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.drain import Drain
+from domain.services.flag import Flag
 from domain.services.poll import PollService
 from domain.services.resolve import Resolution, ResolveService
 from domain.services.runs import SimulatedRuns
@@ -185,7 +186,7 @@ async def poll(
     """A JSON array of tasks, `[]` when none came before the timeout. While the bridge
     drains, 503; a poll already waiting answers at once with what it holds."""
     _refuse_while_draining(drain)
-    gone = asyncio.Event()
+    gone = Flag()
     cmd = to_poll_command(read_json(body, PollBody), gone)
     async with _watching_disconnect(request, gone):
         tasks = await poll_service(cmd)
@@ -193,9 +194,7 @@ async def poll(
 
 
 @contextlib.asynccontextmanager
-async def _watching_disconnect(
-    request: Request[Any, Any, Any], gone: asyncio.Event
-) -> AsyncIterator[None]:
+async def _watching_disconnect(request: Request[Any, Any, Any], gone: Flag) -> AsyncIterator[None]:
     """Set `gone` if the client disconnects while the block runs (the body is already read,
     so the next ASGI message is the disconnect)."""
 
@@ -262,7 +261,7 @@ async def _unless_the_client_leaves(
 
     None when the client left first.
     """
-    gone = asyncio.Event()
+    gone = Flag()
     async with _watching_disconnect(request, gone):
         waiting = asyncio.ensure_future(resolving)
         interruptions = (asyncio.ensure_future(gone.wait()), asyncio.ensure_future(drain.wait()))

@@ -6,7 +6,6 @@ reported by the domain's validation with the Go message and the field's name.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import attrs
@@ -20,6 +19,7 @@ from domain.protocol import (
     validate_poll_id,
     validate_task_types,
 )
+from domain.services.flag import Flag
 from domain.services.poll import PollCommand
 from domain.services.runs import SimulatedRun
 from domain.services.simulator import EnqueueCommand
@@ -120,7 +120,7 @@ def to_connect_command(body: ConnectBody) -> ConnectCommand:
     )
 
 
-def to_poll_command(body: PollBody, abandoned: asyncio.Event) -> PollCommand:
+def to_poll_command(body: PollBody, abandoned: Flag) -> PollCommand:
     return PollCommand(
         task_types=validate_task_types(body.task_types),
         max_tasks=clamp_max_tasks(body.max_tasks),

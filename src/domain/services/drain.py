@@ -18,6 +18,7 @@ import attrs
 
 from domain.models import LeaseState, WorkerId
 from domain.ports import LeaseListing
+from domain.services.flag import Flag
 from domain.services.release import ReleaseLeases
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Drain:
     """Whether the process is draining. Mutable on purpose: begun once, by the stop signal,
     and read by every poll and connect stream of the process."""
 
-    _begun: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
+    _begun: Flag = attrs.field(init=False, factory=Flag)
 
     @property
     def begun(self) -> bool:
@@ -40,6 +41,10 @@ class Drain:
     async def wait(self) -> None:
         """Return once the drain has begun."""
         await self._begun.wait()
+
+    def when_begun(self) -> asyncio.Future[None]:
+        """Done once the drain has begun: shared by every waiter, to watch, never to cancel."""
+        return self._begun.future()
 
 
 @attrs.frozen(kw_only=True)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 import attrs
 
@@ -50,6 +49,7 @@ from domain.protocol import (
     poll_room,
 )
 from domain.services.drain import Drain
+from domain.services.flag import Flag
 from domain.services.locks import KeyedLocks
 from domain.services.release import RELEASE
 from domain.services.settling import event_recorded, terminal_msg_id
@@ -75,7 +75,7 @@ class PollCommand:
     timeout: timedelta
     worker_id: WorkerId | None = None
     poll_id: PollId | None = None
-    abandoned: asyncio.Event | None = None
+    abandoned: Flag | None = None
     """Set when the client has gone: the poll stops waiting and releases what it holds."""
 
 
@@ -251,18 +251,16 @@ class PollService:
 
     async def _wait(self, cmd: PollCommand, types: list[TaskType], left: timedelta) -> None:
         """Wait for a task to be ready, for the client to go, or for the drain to begin."""
-        waiters: set[asyncio.Future[Any]] = {
-            asyncio.ensure_future(self.queue.wait_ready(types, left)),
-            asyncio.ensure_future(self.drain.wait()),
-        }
+        ready = asyncio.ensure_future(self.queue.wait_ready(types, left))
+        # Watched, never cancelled: the drain's future is every waiting poll's.
+        stops = [self.drain.when_begun()]
         if cmd.abandoned is not None:
-            waiters.add(asyncio.ensure_future(cmd.abandoned.wait()))
+            stops.append(cmd.abandoned.future())
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({ready, *stops}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
 
     def _ends_early(self, cmd: PollCommand) -> bool:
         """The client has gone, or the process drains: stop waiting."""
