@@ -69,7 +69,13 @@ class _PrintVersion(argparse.Action):
     every process that parses a command line 2 MiB, the `--workers` parent among them."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
 
     def __call__(
         self,

@@ -8,9 +8,9 @@ NATS, so any worker resolves what another handed out.
 
 The workers run in a session of their own, so a Ctrl-C reaches them once, through the
 parent: each SIGTERM or SIGINT the parent gets is passed on, and each worker drains as a
-single bridge does (app.draining). A SIGHUP is passed on too, and stops nothing: each worker
-re-reads its tokens file (app.tokens), and a worker without one ignores it. If a worker dies
-on its own, the others are stopped.
+single bridge does (app.draining). A SIGHUP is passed on too, and stops nothing: each
+worker re-reads its tokens file (app.token_watch), and a worker without one ignores it. If
+a worker dies on its own, the others are stopped.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from domain.services.flag import Flag
 
 
@@ -42,13 +44,43 @@ async def test_a_flag_set_before_anyone_waits_is_done_at_once() -> None:
     await asyncio.wait_for(flag.wait(), 1)
 
 
-def test_a_flag_serves_each_event_loop_it_is_waited_on_in() -> None:
+async def test_a_cancelled_future_is_made_again_instead_of_waking_every_waiter() -> None:
     flag = Flag()
-    asyncio.run(_not_yet(flag))
+    flag.future().cancel()
+
+    fresh = flag.future()
+    done_before_set = fresh.done()
     flag.set()
 
-    asyncio.run(asyncio.wait_for(flag.wait(), 1))
+    assert not done_before_set
+    assert fresh.done()
+    assert not fresh.cancelled()
+    await asyncio.wait_for(flag.wait(), 1)
+
+
+def test_a_flag_moves_to_a_new_event_loop_once_the_old_one_is_closed() -> None:
+    flag = Flag()
+    asyncio.run(_not_yet(flag))
+
+    asyncio.run(_set_soon_and_wait(flag))
+
+
+def test_a_flag_refuses_a_second_loop_while_the_first_may_still_wait_on_it() -> None:
+    flag = Flag()
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(_not_yet(flag))
+
+        with pytest.raises(RuntimeError, match="another running event loop"):
+            asyncio.run(_not_yet(flag))
+    finally:
+        first.close()
 
 
 async def _not_yet(flag: Flag) -> None:
     assert not flag.future().done()
+
+
+async def _set_soon_and_wait(flag: Flag) -> None:
+    asyncio.get_running_loop().call_later(0.01, flag.set)
+    await asyncio.wait_for(flag.wait(), 1)

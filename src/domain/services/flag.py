@@ -8,14 +8,14 @@ import asyncio
 import attrs
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Flag:
     """Set once, then set for good. Mutable on purpose: set by one, read by every waiter.
 
     Lighter than asyncio.Event to wait on beside something else, which is how a long-poll
     waits: `asyncio.wait` watches the one future the waiters share (`future()`), where an
-    Event needs a task around `wait()` for each of them, a thousand idle polls a thousand
-    tasks more.
+    Event needs a task around `wait()` for each of them. Like an Event, it serves one event
+    loop at a time.
     """
 
     _set: bool = attrs.field(default=False, init=False)
@@ -31,9 +31,10 @@ class Flag:
 
     def future(self) -> asyncio.Future[None]:
         """Done once the flag is set; shared by every waiter of the running loop, so watch it
-        (asyncio.wait) or `wait()`, but never cancel it."""
+        (asyncio.wait) or `wait()`, but do not cancel it: if one does, the next call makes
+        another, rather than every waiter finding it done while the flag is not set."""
         loop = asyncio.get_running_loop()
-        if self._future is None or self._future.get_loop() is not loop:
+        if self._future is None or self._future.cancelled() or _moves(self._future, loop):
             self._future = loop.create_future()
             if self._set:
                 self._future.set_result(None)
@@ -43,3 +44,15 @@ class Flag:
         """Return once the flag is set."""
         # Shielded: cancelling this waiter must not cancel the future the others share.
         await asyncio.shield(self.future())
+
+
+def _moves(future: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the flag's future is to be made again in `loop`: when it is another loop's
+    that is done with it. RuntimeError while that loop may still wait on it, as an Event
+    raises."""
+    bound = future.get_loop()
+    if bound is loop:
+        return False
+    if not (future.done() or bound.is_closed()):
+        raise RuntimeError("a Flag is waited on in another running event loop")
+    return True
