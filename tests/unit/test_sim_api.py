@@ -174,10 +174,13 @@ async def test_a_checkpoint_is_read_back_verbatim_and_a_missing_one_is_404(
     assert_problem(missing, 404, "no checkpoint saved for this task")
 
 
-async def test_a_checkpoint_id_that_cannot_be_a_key_is_400(client: AsyncTestClient[Any]) -> None:
-    response = await client.get("/v1/sim/checkpoints/r1..s")
+async def test_a_checkpoint_id_that_cannot_be_a_key_is_400_naming_the_task_id(
+    client: AsyncTestClient[Any],
+) -> None:
+    for path in ("/v1/sim/checkpoints/r1..s", "/v1/tasks/r1..s/checkpoint"):
+        response = await client.get(path)
 
-    assert_problem(response, 400, "invalid KV key", "KV key")
+        assert_problem(response, 400, 'invalid task_id "r1..s"', "task_id")
 
 
 async def test_the_system_clock_cannot_be_advanced(client: AsyncTestClient[Any]) -> None:
