@@ -15,6 +15,7 @@ import uvicorn
 from dependency_injector import providers
 from uvicorn.config import STARTUP_FAILURE
 
+from adapters.http.cut import AnswerCutRequests
 from app.container import Container
 from app.draining import DrainingServer
 from app.main import create_app
@@ -45,7 +46,7 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
     container = Container(settings=settings)
     container.tokens.override(providers.Object(tokens))
     config = uvicorn.Config(
-        create_app(container),
+        AnswerCutRequests(create_app(container), container.drain()),
         host=settings.host,
         port=settings.port,
         log_config=None,

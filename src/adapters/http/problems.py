@@ -67,6 +67,15 @@ TITLES: Final = {
 def problem(
     status: int, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None
 ) -> Response[bytes]:
+    return Response(
+        problem_body(status, detail, field=field),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_body(status: int, detail: str, *, field: str | None = None) -> bytes:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": TITLES.get(status, "Error"),
@@ -75,9 +84,7 @@ def problem(
     }
     if field is not None:
         body["field"] = field
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
-    )
+    return msgspec.json.encode(body)
 
 
 def status_of(exc: DomainError) -> int:
