@@ -19,6 +19,7 @@ from domain.errors import (
     AlreadySettledError,
     InvalidRequestError,
     LeaseRevisionError,
+    PayloadTooLargeError,
     SignalTimeoutError,
     StaleLeaseError,
     TaskNotFoundError,
@@ -59,6 +60,7 @@ OUTCOME_OF_ERROR: Final[dict[type[BaseException], Outcome]] = {
     AlreadySettledError: Outcome.CONFLICT,
     LeaseRevisionError: Outcome.CONFLICT,
     InvalidRequestError: Outcome.INVALID,
+    PayloadTooLargeError: Outcome.INVALID,
     SignalTimeoutError: Outcome.TIMED_OUT,
     asyncio.CancelledError: Outcome.ABANDONED,
 }

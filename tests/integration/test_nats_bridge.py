@@ -360,6 +360,10 @@ def test_an_output_too_large_for_nats_is_413_and_leaves_the_task_open(
     assert too_large.status_code == 413, too_large.text
     assert completed.status_code == 200
     assert events(bridge.url, run_id)[-1]["payload"] == "small"
+    # The client's mistake, not a fault of the bridge: no warning with a cause.
+    log = bridge.log.read_text()
+    assert f"resolve {task['task_id']} complete: invalid" in log
+    assert "PayloadTooLargeError" not in log
 
 
 def test_a_connected_worker_is_capped_and_its_tasks_come_back_at_once_when_it_leaves(

@@ -22,8 +22,14 @@ from adapters.codec import encode
 from adapters.tracing import DISPATCH_SPAN, OUTCOME, RESOLVE_SPAN, SCOPE, OtelTracer
 from app.container import Container
 from app.main import create_app
-from domain.errors import AlreadySettledError, BackendUnavailableError, InvalidRequestError
+from domain.errors import (
+    AlreadySettledError,
+    BackendUnavailableError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
 from domain.models import (
+    OutboundEvent,
     RawJson,
     RunId,
     StepId,
@@ -191,6 +197,28 @@ async def test_a_resolve_the_backend_fails_marks_its_span_failed(
     assert resolve.status.status_code is StatusCode.ERROR
     assert (resolve.attributes or {}).get(OUTCOME) == "failed"
     assert [event.name for event in resolve.events] == ["exception"]
+
+
+class RefusingLargeValues(UnreachableEventLog):
+    """An event log whose server takes no value as large as the one sent."""
+
+    async def append(self, outbound: OutboundEvent) -> bool:
+        raise PayloadTooLargeError("publish event: larger than the NATS server's max_payload")
+
+
+async def test_a_value_too_large_for_the_backend_is_the_clients_mistake_not_a_failed_span(
+    bridge: Harness, exporter: InMemorySpanExporter
+) -> None:
+    await publish(bridge)
+    (task,) = await bridge.poll_now(WORK)
+    bridge.resolve = attrs.evolve(bridge.resolve, events=RefusingLargeValues())
+
+    with pytest.raises(PayloadTooLargeError):
+        await bridge.resolve_action(task, "complete")
+
+    resolve = only(exporter, RESOLVE_SPAN)
+    assert resolve.status.status_code is StatusCode.UNSET
+    assert (resolve.attributes or {}).get(OUTCOME) == "invalid"
 
 
 async def test_a_stream_chunk_carries_the_resolve_span_context(
