@@ -252,7 +252,8 @@ def _add_conformance(commands: Any) -> None:
 
 
 def conformance(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    # Here, not at the top: Hypothesis and the spec cost `serve` a quarter of a second.
+    # Here, not at the top: Hypothesis and the spec cost `serve` a quarter of a second, and
+    # the sim client (sim_commands) loads ssl, which `serve`'s parent has no use for.
     from app.sim_commands import INTERRUPTED  # noqa: PLC0415
     from conformance import runner as conformance_runner  # noqa: PLC0415
 
