@@ -15,13 +15,12 @@ import attrs
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.http.problems import PROBLEM_JSON, problem_body
+from adapters.http.problems import problem, send_outside_a_route
 from adapters.http.routes import DRAINING_RETRY_AFTER
 from domain.services.drain import Drain
 
 log = logging.getLogger(__name__)
 
-CUT_STATUS = 503
 CUT_DETAIL = (
     "the bridge stopped before it answered this request, which may or may not have taken "
     "effect: retry it on another replica"
@@ -60,16 +59,6 @@ class AnswerCutRequests:
             # Not raised again: the server only wanted the request over, and would log the
             # cancellation with its stack trace.
             if not started:
-                await _answer_cut(send)
-
-
-async def _answer_cut(send: Send) -> None:
-    body = problem_body(CUT_STATUS, CUT_DETAIL)
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", DRAINING_RETRY_AFTER.encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": CUT_STATUS, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+                headers = {"Retry-After": DRAINING_RETRY_AFTER, "Connection": "close"}
+                cut = problem(503, CUT_DETAIL, headers=headers)
+                await send_outside_a_route(cut, scope, receive, send)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Response
 from litestar.enums import ScopeType
 from litestar.types import (
     ASGIApp,
@@ -26,6 +26,8 @@ from litestar.types import (
     Scope,
     Send,
 )
+
+from adapters.http.problems import send_outside_a_route
 
 
 def path_param(value: str) -> str:
@@ -71,8 +73,7 @@ class RawPathLitestar(Litestar):
 
         async def gated(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == ScopeType.HTTP and (refusal := gate(scope)) is not None:
-                request: Request[Any, Any, Any] = Request(scope, receive, send)
-                await refusal.to_asgi_response(app=None, request=request)(scope, receive, send)
+                await send_outside_a_route(refusal, scope, receive, send)
                 return
             await handler(scope, receive, send)
 

@@ -13,6 +13,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import HTTPScope, Receive, Send
 
 from adapters.codec import DecodeError
 from domain.errors import (
@@ -67,15 +68,6 @@ TITLES: Final = {
 def problem(
     status: int, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None
 ) -> Response[bytes]:
-    return Response(
-        problem_body(status, detail, field=field),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
-
-
-def problem_body(status: int, detail: str, *, field: str | None = None) -> bytes:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": TITLES.get(status, "Error"),
@@ -84,7 +76,17 @@ def problem_body(status: int, detail: str, *, field: str | None = None) -> bytes
     }
     if field is not None:
         body["field"] = field
-    return msgspec.json.encode(body)
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+async def send_outside_a_route(
+    response: Response[bytes], scope: HTTPScope, receive: Receive, send: Send
+) -> None:
+    """Send `response` where no route handler does: before routing, or around the app."""
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)
 
 
 def status_of(exc: DomainError) -> int:
