@@ -24,6 +24,7 @@ from adapters.http.paths import RawPathLitestar
 from adapters.http.problems import EXCEPTION_HANDLERS
 from adapters.http.routes import API_HANDLERS, engine_router, simulator_router
 from adapters.nats.connection import NatsOptions, connect
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import ensure_leases_bucket, ensure_polls_bucket, provision_buckets
 from adapters.nats.provision import provision_streams, while_cluster_forms
 from app.container import Container
@@ -103,7 +104,7 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
         )
     )
     try:
-        jetstream = client.jetstream()
+        jetstream = JetStream(client)
         try:
             await while_cluster_forms(lambda: _create_what_is_missing(jetstream, settings))
         except DomainError as exc:

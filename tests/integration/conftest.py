@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
+from adapters.nats.jetstream import JetStream
 from adapters.nats.queue import NatsTaskQueue
 from app.embedded import EmbeddedNats, free_port
 from domain.models import RunId
@@ -132,7 +133,7 @@ async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
 
 @pytest.fixture
 def js(nats_client: NatsClient) -> JetStreamContext:
-    return nats_client.jetstream()
+    return JetStream(nats_client)
 
 
 @pytest.fixture

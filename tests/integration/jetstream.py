@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from adapters.codec import decode, encode
+from adapters.nats.jetstream import JetStream
 from adapters.nats.provision import provision_streams
 from adapters.nats.queue import NatsTaskQueue
 from adapters.wire import HISTORY_STREAM, TASK_STREAM, history_subject
@@ -95,7 +96,7 @@ async def task_queue(
 ) -> AsyncIterator[NatsTaskQueue]:
     """A NatsTaskQueue on `stream`, closed at the end."""
     queue = NatsTaskQueue(
-        nc, nc.jetstream(), encode, decode_task, stream=stream.name, consumer_ack_wait=ack_wait
+        nc, JetStream(nc), encode, decode_task, stream=stream.name, consumer_ack_wait=ack_wait
     )
     try:
         yield queue

@@ -15,6 +15,7 @@ from adapters.codec import decode, encode
 from adapters.memory.clock import SystemClock
 from adapters.memory.ids import UuidIds
 from adapters.nats.events import NatsEventLog
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import (
     NatsBuckets,
     ensure_leases_bucket,
@@ -66,7 +67,7 @@ class NatsHarness(DrivesUseCases):
 
 async def open_harness(url: str) -> NatsHarness:
     nc = await nats.connect(url)
-    js = nc.jetstream()
+    js = JetStream(nc)
     await provision_streams(js)
     await provision_buckets(js)
     await ensure_leases_bucket(js, LEASE_BUCKET_TTL)

@@ -25,6 +25,7 @@ from nats.js.client import JetStreamContext
 from adapters.memory.clock import ManualClock, SystemClock
 from adapters.memory.kv import MemoryKeyValue
 from adapters.memory.leases import MemoryLeaseStore
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.nats.leases import NatsLeaseStore
 from app.embedded import EmbeddedNats
@@ -70,7 +71,7 @@ def runner() -> Iterator[asyncio.Runner]:
 def jetstream(runner: asyncio.Runner, nats_server: EmbeddedNats) -> Iterator[JetStreamContext]:
     """A connection opened in the runner's loop, the loop every rule runs in."""
     client = runner.run(nats.connect(nats_server.url))
-    yield client.jetstream()
+    yield JetStream(client)
     runner.run(client.drain())
 
 

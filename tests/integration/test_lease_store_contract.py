@@ -16,6 +16,7 @@ import pytest
 
 from adapters.memory.clock import ManualClock
 from adapters.memory.leases import MemoryLeaseStore
+from adapters.nats.jetstream import JetStream
 from adapters.nats.leases import NatsLeaseStore
 from app.embedded import EmbeddedNats
 from domain.errors import LeaseRevisionError
@@ -41,7 +42,7 @@ async def store(
         return
     client = await nats.connect(nats_server.url)
     try:
-        async with lease_bucket(client.jetstream()) as kv:
+        async with lease_bucket(JetStream(client)) as kv:
             yield NatsLeaseStore(kv.js, clock=clock, bucket=kv.name)
     finally:
         await client.drain()

@@ -15,6 +15,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_OP
 
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import (
     NatsBuckets,
     NatsKeyValue,
@@ -44,7 +45,7 @@ SHORT = timedelta(milliseconds=200)
 
 @pytest.fixture
 async def js(nats_client: NatsClient) -> JetStreamContext:
-    return nats_client.jetstream()
+    return JetStream(nats_client)
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 @pytest.fixture
 async def own_js(own_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
     client = await nats.connect(own_server.url)
-    yield client.jetstream()
+    yield JetStream(client)
     await client.drain()
 
 

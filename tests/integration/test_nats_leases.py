@@ -16,6 +16,7 @@ from nats.js.client import JetStreamContext
 
 from adapters.memory.clock import ManualClock
 from adapters.nats import leases
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue
 from adapters.nats.leases import NatsLeaseStore, held_key, lease_key
 from app.embedded import EmbeddedNats
@@ -34,7 +35,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def kv(nats_client: NatsClient) -> AsyncIterator[NatsKeyValue]:
-    async with lease_bucket(nats_client.jetstream()) as kv:
+    async with lease_bucket(JetStream(nats_client)) as kv:
         yield kv
 
 
@@ -47,7 +48,7 @@ def store(kv: NatsKeyValue, clock: ManualClock) -> NatsLeaseStore:
 async def other_js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
     """A second connection, as another bridge process (or this one restarted) would have."""
     client = await nats.connect(nats_server.url)
-    yield client.jetstream()
+    yield JetStream(client)
     await client.drain()
 
 
@@ -243,7 +244,7 @@ async def test_task_ids_with_odd_characters_round_trip(
 async def test_a_missing_lease_bucket_is_a_backend_fault(
     nats_client: NatsClient, clock: ManualClock
 ) -> None:
-    store = NatsLeaseStore(nats_client.jetstream(), clock=clock, bucket=bucket_name("missing"))
+    store = NatsLeaseStore(JetStream(nats_client), clock=clock, bucket=bucket_name("missing"))
 
     with pytest.raises(BackendError, match="missing"):
         await store.get(TASK)

@@ -9,6 +9,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue
 from adapters.nats.polls import NatsPollAnswerStore
 from domain.errors import BackendError, PayloadTooLargeError
@@ -31,7 +32,7 @@ def polled(step: str, **fields: object) -> PolledTask:
 
 @pytest.fixture
 async def kv(nats_client: NatsClient) -> AsyncIterator[NatsKeyValue]:
-    async with fresh_bucket(nats_client.jetstream(), ttl=timedelta(seconds=1), direct=False) as kv:
+    async with fresh_bucket(JetStream(nats_client), ttl=timedelta(seconds=1), direct=False) as kv:
         yield kv
 
 
@@ -72,7 +73,7 @@ async def test_an_answer_too_large_for_one_message_is_refused(store: NatsPollAns
 
 
 async def test_a_missing_bucket_is_a_backend_error(nats_client: NatsClient) -> None:
-    js: JetStreamContext = nats_client.jetstream()
+    js: JetStreamContext = JetStream(nats_client)
     store = NatsPollAnswerStore(js, bucket=bucket_name())
 
     with pytest.raises(BackendError, match="is missing"):
