@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 
 from adapters.codec import decode, encode
 from adapters.http.routes import ConnectSettings
@@ -19,6 +18,7 @@ from adapters.memory.queue import MemoryTaskQueue
 from adapters.memory.streams import MemoryStreams
 from adapters.metrics import PrometheusTelemetry
 from adapters.nats.events import NatsEventLog
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsBuckets
 from adapters.nats.leases import NatsLeaseStore
 from adapters.nats.polls import NatsPollAnswerStore
@@ -54,7 +54,7 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     nats = providers.Dependency(instance_of=NatsClient)
     """Opened in the application's lifespan, only for the NATS backend."""
-    jetstream = providers.Dependency(instance_of=JetStreamContext)
+    jetstream = providers.Dependency(instance_of=JetStream)
 
     backend = settings.provided.backend_name
     engine_mode = settings.provided.engine_mode

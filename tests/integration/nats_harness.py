@@ -8,7 +8,6 @@ from datetime import timedelta
 import attrs
 import nats
 from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from adapters.codec import decode, encode
@@ -40,7 +39,7 @@ class NatsHarness(DrivesUseCases):
     """The use cases wired to the NATS adapters on one connection."""
 
     nc: NatsClient
-    js: JetStreamContext
+    js: JetStream
     clock: SystemClock = attrs.field(factory=SystemClock)
     queue: NatsTaskQueue = attrs.field(init=False)
     events: NatsEventLog = attrs.field(init=False)

@@ -6,15 +6,12 @@ connection, against a real nats-server, and compares what each returned or raise
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, PubAck, StreamConfig
 from nats.js.client import JetStreamContext
 
@@ -124,23 +121,3 @@ async def test_kv_writes_through_it_keep_nats_pys_errors(nats_client: NatsClient
             await bucket.get("k")
     finally:
         await js.delete_key_value(name)
-
-
-async def test_an_unanswered_publish_times_out_and_the_next_is_answered(
-    nats_client: NatsClient, stream: str
-) -> None:
-    """A subscriber that never answers: nats' TimeoutError, as nats-py raises."""
-    heard = asyncio.Event()
-
-    async def never_answer(_: Msg) -> None:
-        heard.set()
-
-    subscription = await nats_client.subscribe(f"silent.{stream}", cb=never_answer)
-    js = JetStream(nats_client)
-    try:
-        with pytest.raises(nats.errors.TimeoutError):
-            await js.publish(f"silent.{stream}", b"", timeout=0.1)
-    finally:
-        await subscription.unsubscribe()
-    assert heard.is_set()
-    assert (await js.publish(f"{stream}.a", b"")).stream == stream

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from nats.aio.client import Client as NatsClient
-
 from adapters.nats.errors import require_connected, translated
+from adapters.nats.inbox import Inbox
 
 SETTLE_TIMEOUT_S: Final = 5.0
 
 
-async def settle(nc: NatsClient, handle: str, body: bytes, what: str) -> None:
+async def settle(inbox: Inbox, handle: str, body: bytes, what: str) -> None:
     """Send `body` (`+ACK`, `-NAK …`, `+WPI`, `+TERM`) for the delivery and await JetStream.
 
     A fault is raised as a domain error whose text starts with `what`.
     """
-    require_connected(nc, what)
+    require_connected(inbox.connection, what)
     with translated(what):
-        await nc.request(handle, body, timeout=SETTLE_TIMEOUT_S)
+        await inbox.request(handle, body, timeout=SETTLE_TIMEOUT_S)

@@ -39,6 +39,7 @@ from nats.aio.subscription import Subscription
 
 from adapters.nats.acks import settle
 from adapters.nats.errors import translated
+from adapters.nats.inbox import Inbox
 from adapters.nats.jsapi import (
     DESCRIPTION_HEADER,
     HEARTBEAT,
@@ -109,6 +110,8 @@ class TypePuller:
     consumer: str
     ack_wait: timedelta
     on_arrival: Callable[[], None]
+    settlements: Inbox = attrs.field(kw_only=True)
+    """Where JetStream answers the NAKs of messages released on `close`."""
     _inbox: str = attrs.field(init=False, default="")
     _subs: list[Subscription] = attrs.field(init=False, factory=list)
     _tokens: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
@@ -274,7 +277,7 @@ class TypePuller:
 
     async def _nak(self, msg: Msg) -> None:
         try:
-            await settle(self.nc, msg.reply, NAK, "release a prefetched message")
+            await settle(self.settlements, msg.reply, NAK, "release a prefetched message")
         except DomainError as exc:
             # It comes back after its AckWait anyway; nothing better can be done here.
             log.warning("could not release a prefetched %s message: %s", self.consumer, exc)

@@ -11,12 +11,12 @@ from typing import TypeVar
 import attrs
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
 
 from adapters.engine_publish import publish_as_the_engine
 from adapters.nats.acks import settle
 from adapters.nats.consumers import TypeConsumers
 from adapters.nats.errors import require_connected, translated
+from adapters.nats.jetstream import JetStream
 from adapters.nats.jsapi import ACK, DEFAULT_ACK_WAIT_S, IN_PROGRESS, TERM, nak_body
 from adapters.nats.pulls import TypePuller
 from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
@@ -70,7 +70,7 @@ class NatsTaskQueue:
     """
 
     _nc: NatsClient
-    _js: JetStreamContext
+    _js: JetStream
     encode: Callable[[TaskPayload], bytes]
     decode: Callable[[bytes], TaskPayload]
     stream: str = attrs.field(default=TASK_STREAM, kw_only=True)
@@ -137,17 +137,17 @@ class NatsTaskQueue:
                     await arrival.wait()
 
     async def ack(self, handle: DeliveryHandle) -> None:
-        await settle(self._nc, handle, ACK, "ack message")
+        await settle(self._js.inbox, handle, ACK, "ack message")
 
     async def nak(self, handle: DeliveryHandle, delay: timedelta) -> None:
-        await settle(self._nc, handle, nak_body(delay), "nak with delay")
+        await settle(self._js.inbox, handle, nak_body(delay), "nak with delay")
 
     async def in_progress(self, handle: DeliveryHandle) -> None:
-        await settle(self._nc, handle, IN_PROGRESS, "in-progress")
+        await settle(self._js.inbox, handle, IN_PROGRESS, "in-progress")
 
     async def term(self, handle: DeliveryHandle) -> None:
         # The work-queue stream drops a termed message as it drops an acked one.
-        await settle(self._nc, handle, TERM, "term message")
+        await settle(self._js.inbox, handle, TERM, "term message")
 
     async def close(self) -> None:
         """Stop pulling and NAK, without delay, whatever was pulled but not handed out."""
@@ -169,6 +169,7 @@ class NatsTaskQueue:
                 info.name,
                 timedelta(seconds=info.config.ack_wait or DEFAULT_ACK_WAIT_S),
                 self._arrivals.notify,
+                settlements=self._js.inbox,
             )
             await puller.start()
             self._pullers[task_type] = puller

@@ -1,0 +1,87 @@
+"""Request-reply through one inbox subscription, at about half the CPU of nats-py's
+`Client.request`.
+
+nats-py's request pays, per request, for a NUID and two bytes of `os.urandom` (a system
+call) for the reply token, a done-callback closure and `asyncio.wait_for`. An `Inbox` pays
+for a counter and one timer. It answers as `Client.request` does: the reply, nats'
+NoRespondersError when nobody listens on the subject, nats' TimeoutError after `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import attrs
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from adapters.nats.jsapi import NO_RESPONDERS, STATUS_HEADER
+
+
+@attrs.define
+class Inbox:
+    """Mutable on purpose: the requests waiting for their reply. The subscription is made
+    on the first request and kept for the connection's life (nats-py renews it on a
+    reconnect)."""
+
+    connection: NatsClient
+    _prefix: str = attrs.field(init=False)
+    _subscribed: bool = attrs.field(init=False, default=False)
+    _waiting: dict[str, asyncio.Future[Msg]] = attrs.field(init=False, factory=dict)
+    _tokens: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+
+    def __attrs_post_init__(self) -> None:
+        self._prefix = f"{self.connection.new_inbox()}."
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        timeout: float,
+        headers: dict[str, Any] | None = None,
+    ) -> Msg:
+        await self._subscribe_once()
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = reply
+        expiry = loop.call_later(timeout, self._expire, token)
+        try:
+            await self.connection.publish(
+                subject, payload, reply=self._prefix + token, headers=headers
+            )
+            msg = await reply
+        finally:
+            expiry.cancel()
+            self._waiting.pop(token, None)
+        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
+            raise NoRespondersError
+        return msg
+
+    async def _subscribe_once(self) -> None:
+        """Subscribe before the first request goes out. The flag is set first: a request
+        made while this awaits sends its publish after the SUB, which nats-py queues before
+        it awaits anything."""
+        if self._subscribed:
+            return
+        self._subscribed = True
+        try:
+            await self.connection.subscribe(f"{self._prefix}*", cb=self._on_reply)
+        except BaseException:
+            self._subscribed = False
+            raise
+
+    async def _on_reply(self, msg: Msg) -> None:
+        reply = self._waiting.get(msg.subject.removeprefix(self._prefix))
+        if reply is not None and not reply.done():
+            reply.set_result(msg)
+
+    def _expire(self, token: str) -> None:
+        reply = self._waiting.pop(token, None)
+        if reply is not None and not reply.done():
+            reply.set_exception(NatsTimeoutError())

@@ -1,0 +1,70 @@
+"""`Inbox.request` answers as nats-py's `Client.request` does, on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from adapters.nats.inbox import Inbox
+from tests.integration.kv_helpers import bucket_name
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def echo(nats_client: NatsClient) -> AsyncIterator[str]:
+    """A subject whose responder answers each request with its payload and `k` header."""
+    subject = f"echo.{bucket_name('inbox')}"
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(msg.data + (msg.headers or {}).get("k", "").encode())
+
+    subscription = await nats_client.subscribe(subject, cb=answer)
+    yield subject
+    await subscription.unsubscribe()
+
+
+async def test_concurrent_requests_each_get_their_own_reply(
+    nats_client: NatsClient, echo: str
+) -> None:
+    inbox = Inbox(nats_client)
+    replies = await asyncio.gather(
+        *(
+            inbox.request(echo, str(n).encode(), timeout=5, headers={"k": f"-{n}"})
+            for n in range(200)
+        )
+    )
+    assert [reply.data for reply in replies] == [f"{n}-{n}".encode() for n in range(200)]
+
+
+async def test_nobody_listening_is_no_responders_as_for_nats_py(nats_client: NatsClient) -> None:
+    subject = f"nobody.{bucket_name('inbox')}"
+    with pytest.raises(nats.errors.NoRespondersError):
+        await nats_client.request(subject, b"", timeout=5)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await Inbox(nats_client).request(subject, b"", timeout=5)
+
+
+async def test_an_unanswered_request_times_out_and_the_next_is_answered(
+    nats_client: NatsClient, echo: str
+) -> None:
+    heard = asyncio.Event()
+
+    async def never_answer(_: Msg) -> None:
+        heard.set()
+
+    silent = f"silent.{bucket_name('inbox')}"
+    subscription = await nats_client.subscribe(silent, cb=never_answer)
+    inbox = Inbox(nats_client)
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await inbox.request(silent, b"", timeout=0.1)
+    finally:
+        await subscription.unsubscribe()
+    assert heard.is_set()
+    assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"
