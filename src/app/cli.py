@@ -18,11 +18,11 @@ from typing import Any, Final
 import attrs
 
 from app.embedded import EmbeddedNats, EmbeddedNatsError
-from app.logging_setup import configure_logging
-from app.settings import Backend, ClockKind, LogFormat, Settings
+from app.logging_setup import LogFormat, configure_logging
+from app.settings import Backend, ClockKind, Settings
 from app.sim_target import DEFAULT_URL, URL_ENV, Bridge, http_url, raw_json
 from app.tokens import TokenSource
-from app.workers import Supervisor
+from app.workers import supervise
 from conformance import DEFAULT_EXAMPLES
 
 log = logging.getLogger("dagnats_bridge")
@@ -317,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 simulate_engine=settings.simulates_engine,
             )
         if settings.workers > 1:
-            return 0 if Supervisor(settings).run() else 1
-        # Imported only to serve: the parent of --workers supervises, and stays light.
+            return supervise(settings, embedded.pid if embedded is not None else None)
+        # Imported only to serve: the parent of --workers execs into the supervisor instead.
         from app.serving import serve  # noqa: PLC0415
 
         return serve(settings, tokens)

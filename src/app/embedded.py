@@ -22,10 +22,11 @@ from typing import Final
 
 import attrs
 
+from app.supervisor import STOP_TIMEOUT_S
+
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S: Final = 20.0
-STOP_TIMEOUT_S: Final = 10.0
 _PR_SET_PDEATHSIG: Final = 1
 
 
@@ -71,6 +72,11 @@ class EmbeddedNats:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (for the supervisor of --workers to stop)."""
+        return None if self._process is None else self._process.pid
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)

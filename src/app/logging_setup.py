@@ -8,6 +8,7 @@ field whose value is None is left out, and one named as a key of the line's own 
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import logging
 import sys
@@ -16,7 +17,13 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
-from app.settings import LogFormat
+
+class LogFormat(enum.Enum):
+    AUTO = "auto"
+    """Text on a terminal, JSON lines otherwise."""
+    JSON = "json"
+    TEXT = "text"
+
 
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"

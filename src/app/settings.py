@@ -8,6 +8,8 @@ from pathlib import Path
 
 import attrs
 
+from app.logging_setup import LogFormat
+
 MAX_REPLICAS = 5
 """JetStream's own limit on a stream's replicas."""
 
@@ -17,13 +19,6 @@ class Backend(enum.Enum):
     """JetStream: an external server or cluster (`nats_url`), else an embedded nats-server."""
     MEMORY = "memory"
     """No NATS at all: the in-process simulator."""
-
-
-class LogFormat(enum.Enum):
-    AUTO = "auto"
-    """Text on a terminal, JSON lines otherwise."""
-    JSON = "json"
-    TEXT = "text"
 
 
 class ClockKind(enum.Enum):

@@ -10,7 +10,8 @@ import pytest
 
 from app import serving
 from app.cli import main, parser, settings_from
-from app.settings import LogFormat, Settings
+from app.logging_setup import LogFormat
+from app.settings import Settings
 from app.tokens import TokenSource
 from app.version import package_version
 

@@ -9,8 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.logging_setup import JsonFormatter, TextFormatter, configure_logging, formatter_for
-from app.settings import LogFormat
+from app.logging_setup import (
+    JsonFormatter,
+    LogFormat,
+    TextFormatter,
+    configure_logging,
+    formatter_for,
+)
 
 
 class Terminal(io.StringIO):

@@ -10,8 +10,10 @@ import attrs
 import pytest
 
 from app.cli import main, parser, settings_from
-from app.settings import Backend, LogFormat, Settings
-from app.workers import LISTEN_FD_ENV, inherited_socket, worker_environment
+from app.logging_setup import LogFormat
+from app.settings import Backend, Settings
+from app.supervisor import LISTEN_FD_ENV
+from app.workers import inherited_socket, worker_environment
 
 
 def test_one_worker_is_the_default() -> None:
@@ -68,8 +70,9 @@ def test_a_bridge_of_its_own_has_no_inherited_socket() -> None:
 
 
 def test_the_command_line_leaves_the_web_stack_to_the_processes_that_serve() -> None:
-    """A `--workers` parent only supervises: importing the CLI must not load the app, nor
-    what only serving, the sim client or `--version` use (each is MiBs of the parent's RSS)."""
+    """Each command loads what it runs: importing the CLI must not load the app, nor what
+    only serving, the sim client or `--version` use (a sim verb or a `--workers` parent,
+    before its exec, has no use for them)."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, app.cli; print(*sorted(sys.modules))"],
         capture_output=True,
@@ -79,3 +82,17 @@ def test_the_command_line_leaves_the_web_stack_to_the_processes_that_serve() -> 
 
     assert not {"litestar", "nats", "uvicorn", "app.container"} & set(loaded)
     assert not {"asyncio", "ssl", "urllib.request", "importlib.metadata"} & set(loaded)
+
+
+def test_the_supervisor_loads_only_the_standard_library_and_the_logging_setup() -> None:
+    """What supervises `--workers` for the bridge's life holds no more than it needs."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, app.supervisor; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = {name for name in loaded if name.split(".")[0] in {"adapters", "app", "domain"}}
+
+    assert project == {"app", "app.logging_setup", "app.supervisor"}
+    assert not {"attrs", "asyncio", "ssl", "hashlib", "nats", "litestar"} & set(loaded)
