@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.embedded import EmbeddedNats
+from app.embedded import EmbeddedNats, accepts_connections
 from tests.integration.conftest import BridgeProcess, start_bridge
 
 pytestmark = pytest.mark.integration
@@ -127,3 +127,30 @@ def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
     assert f"worker {first} ended with status -9" in workers.log.read_text()
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+
+
+def test_the_supervisor_stops_the_embedded_nats_server_after_the_workers(tmp_path: Path) -> None:
+    """Without --nats-url the command line starts nats-server, then execs into the
+    supervisor, which now owns it: a SIGTERM ends the workers, then the server, which shuts
+    down on its own SIGTERM (not killed along with its parent)."""
+    bridge = start_bridge(
+        tmp_path,
+        *("--data-dir", str(tmp_path / "data"), "--no-simulate-engine", "--workers", "2"),
+    )
+    try:
+        found = re.search(
+            r"embedded nats-server nats://([\d.]+):(\d+) ready", bridge.log.read_text()
+        )
+        assert found is not None
+        host, port = found[1], int(found[2])
+        assert accepts_connections(host, port)
+
+        bridge.process.send_signal(signal.SIGTERM)
+        status = bridge.process.wait(timeout=STOPPED_WITHIN_S)
+    finally:
+        bridge.stop()
+
+    assert status == 0
+    assert not accepts_connections(host, port)
+    assert "the embedded nats-server ended" not in bridge.log.read_text()
+    assert 'Trapped "terminated" signal' in (tmp_path / "data" / "nats-server.log").read_text()
