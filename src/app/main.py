@@ -12,13 +12,13 @@ import nats.errors
 from dependency_injector import providers
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from adapters.http.auth import PROTECTED_SEGMENT, BearerAuth
-from adapters.http.metrics import METRICS_PATH, RequestMetrics, UnmatchedRequests, metrics
+from adapters.http.boundary import RequestBoundary
+from adapters.http.metrics import METRICS_PATH, metrics
 from adapters.http.openapi import COMPONENTS
 from adapters.http.paths import RawPathLitestar
 from adapters.http.problems import EXCEPTION_HANDLERS
@@ -156,7 +156,6 @@ def create_app(container: Container) -> Litestar:
     dependencies["event_log"] = from_container(container.events)
     dependencies["backend_probe"] = from_container(container.probe)
     dependencies["metrics_exposition"] = from_container(container.telemetry)
-    middleware: list[ASGIMiddleware] = [RequestMetrics(container.telemetry())]
     tokens = container.tokens().tokens
     auth = BearerAuth(tokens, protected=protected_segments(settings)) if tokens else None
     handlers: list[Any] = [*API_HANDLERS, metrics]
@@ -169,8 +168,7 @@ def create_app(container: Container) -> Litestar:
         route_handlers=handlers,
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=middleware,
-        before_send=[UnmatchedRequests(container.telemetry())],
+        outermost=lambda app: RequestBoundary(app, container.telemetry(), container.drain()),
         request_max_body_size=settings.max_body_bytes,
         # Logging is the process's (set up by the CLI), written synchronously, so no line is
         # lost when the process ends on a signal.

@@ -15,7 +15,6 @@ import uvicorn
 from dependency_injector import providers
 from uvicorn.config import STARTUP_FAILURE
 
-from adapters.http.cut import AnswerCutRequests
 from app.container import Container
 from app.draining import DrainingServer
 from app.main import create_app
@@ -46,7 +45,7 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
     container = Container(settings=settings)
     container.tokens.override(providers.Object(tokens))
     config = uvicorn.Config(
-        AnswerCutRequests(create_app(container), container.drain()),
+        create_app(container),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -56,17 +56,29 @@ Gate = Callable[[HTTPScope], Response[bytes] | None]
 
 class RawPathLitestar(Litestar):
     """Litestar that keeps an encoded `/` or `%` inside its path segment (see the module),
-    and checks each HTTP request with `gate` (if any) before routing it."""
+    checks each HTTP request with `gate` (if any) before routing it, and runs everything
+    inside `outermost` (if any): a layer that sees every request and every answer."""
 
-    def __init__(self, *, gate: Gate | None = None, **options: Any) -> None:
-        self._gate = gate  # read by _create_asgi_handler, which Litestar's init calls
+    def __init__(
+        self,
+        *,
+        gate: Gate | None = None,
+        outermost: Callable[[ASGIApp], ASGIApp] | None = None,
+        **options: Any,
+    ) -> None:
+        # Read by _create_asgi_handler, which Litestar's init calls.
+        self._gate = gate
+        self._outermost = outermost
         super().__init__(**options)
 
     def _create_asgi_handler(self) -> ASGIApp:
         """Litestar's handler behind the gate. Litestar runs middleware only once a route
         matched, too late for a check that must not tell an unknown path (404) or method
-        (405) from a known one."""
-        handler = super()._create_asgi_handler()
+        (405) from a known one, and for a layer that must see those answers too."""
+        handler = self._gated(super()._create_asgi_handler())
+        return handler if self._outermost is None else self._outermost(handler)
+
+    def _gated(self, handler: ASGIApp) -> ASGIApp:
         gate = self._gate
         if gate is None:
             return handler
