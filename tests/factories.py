@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -188,8 +189,14 @@ class PassThroughQueue:
     async def fetch(self, task_type: TaskType, max_messages: int, timeout: timedelta) -> Any:
         return await self.inner.fetch(task_type, max_messages, timeout)
 
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
-        await self.inner.wait_ready(task_types, timeout)
+    async def wait_ready(
+        self,
+        task_types: Sequence[TaskType],
+        timeout: timedelta,
+        *,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> None:
+        await self.inner.wait_ready(task_types, timeout, until=until)
 
     async def ack(self, handle: DeliveryHandle) -> None:
         await self.inner.ack(handle)

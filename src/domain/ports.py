@@ -6,7 +6,8 @@ same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -76,8 +77,16 @@ class TaskQueue(Protocol):
         """
         ...
 
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
-        """Return when one of the types may have a deliverable message, or on timeout.
+    async def wait_ready(
+        self,
+        task_types: Sequence[TaskType],
+        timeout: timedelta,
+        *,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> None:
+        """Return when one of the types may have a deliverable message, on timeout, or as
+        soon as one of `until` is done (the caller's own reasons to stop waiting, watched
+        and never cancelled: a long-poll waits so without a task of its own).
 
         Spurious wake-ups are allowed; callers fetch again and wait again.
         """

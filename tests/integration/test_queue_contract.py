@@ -13,6 +13,7 @@ differences, named in the memory queue's comments, are left out on purpose:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
@@ -30,6 +31,7 @@ from app.embedded import EmbeddedNats
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, RunId, StepId, TaskPayload, TaskType
 from domain.ports import TaskPublisher, TaskQueue
+from domain.services.flag import Flag
 from tests.integration.jetstream import decode_task, task_queue, task_stream, unique
 
 pytestmark = pytest.mark.integration
@@ -318,6 +320,32 @@ async def test_wait_ready_returns_when_its_timeout_passes(backend: Backend) -> N
     await backend.queue.wait_ready([backend.type()], timedelta(milliseconds=300))
 
     assert 0.3 <= time.monotonic() - started < 0.3 + PROMPT_S
+
+
+async def test_wait_ready_returns_once_one_of_its_stops_is_done_and_leaves_it_alone(
+    backend: Backend,
+) -> None:
+    stop = Flag()
+    shared = stop.future()
+    waiting = asyncio.ensure_future(
+        backend.queue.wait_ready([backend.type()], LONG_ENOUGH, until=[shared])
+    )
+    await asyncio.sleep(0)  # under way: the stop finds it at its wait, or on its way there
+    assert not waiting.done()
+
+    stop.set()
+    await asyncio.wait_for(waiting, PROMPT_S)
+
+    assert not shared.cancelled()
+
+
+async def test_wait_ready_with_a_stop_already_done_returns_at_once(backend: Backend) -> None:
+    stop = Flag()
+    stop.set()
+
+    await asyncio.wait_for(
+        backend.queue.wait_ready([backend.type()], LONG_ENOUGH, until=[stop.future()]), PROMPT_S
+    )
 
 
 async def test_a_msg_id_seen_within_the_duplicate_window_is_dropped(backend: Backend) -> None:

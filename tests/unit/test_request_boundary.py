@@ -132,6 +132,8 @@ async def test_an_unrouted_request_of_any_method_token_counts_as_other_unmatched
         await send({"type": "http.response.start", "status": 405, "headers": []})
 
     scope = fresh_scope(method="BREW")
-    await RequestBoundary(method_not_allowed, counts, Drain())(scope, nothing_more, sending_into([]))
+    await RequestBoundary(method_not_allowed, counts, Drain())(
+        scope, nothing_more, sending_into([])
+    )
 
     assert counts.answered == [("other", "unmatched", 405)]

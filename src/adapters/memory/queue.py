@@ -7,9 +7,10 @@ window, and at most one consumer per overlapping filter. All time is the injecte
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -139,11 +140,17 @@ class MemoryTaskQueue:
                 break
         return deliveries
 
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+    async def wait_ready(
+        self,
+        task_types: Sequence[TaskType],
+        timeout: timedelta,
+        *,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> None:
         filters = [self._consumer(t).subject_filter for t in task_types]
         deadline = self.clock.now() + timeout
-        while not any(self._deliverable(filters)):
-            if not await self._wait_for_change(filters, deadline):
+        while not any(self._deliverable(filters)) and not any(s.done() for s in until):
+            if not await self._wait_for_change(filters, deadline, until):
                 return
 
     async def ack(self, handle: DeliveryHandle) -> None:
@@ -243,8 +250,14 @@ class MemoryTaskQueue:
             return None
         return message
 
-    async def _wait_for_change(self, filters: Sequence[str], deadline: datetime) -> bool:
-        """Wait for a publish or NAK, or until the next of these messages falls due.
+    async def _wait_for_change(
+        self,
+        filters: Sequence[str],
+        deadline: datetime,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> bool:
+        """Wait for a publish or NAK, until the next of these messages falls due, or for one
+        of `until` to be done.
 
         False once the deadline has passed.
         """
@@ -252,7 +265,7 @@ class MemoryTaskQueue:
         if now >= deadline:
             return False
         wake = min([deadline, *(m.due for m in self._matching(filters) if m.due > now)])
-        await wait_or_timeout(self.clock, self._changes.waiter(), wake - now)
+        await wait_or_timeout(self.clock, self._changes.waiter(), wake - now, until=until)
         return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
@@ -35,15 +36,22 @@ class Broadcast(Generic[T]):
                 future.set_result(value)
 
 
-async def wait_or_timeout(clock: Clock, waiter: asyncio.Future[Any], timeout: timedelta) -> bool:
-    """Wait for `waiter`, or for `timeout` to pass on the clock.
+async def wait_or_timeout(
+    clock: Clock,
+    waiter: asyncio.Future[Any],
+    timeout: timedelta,
+    *,
+    until: Collection[asyncio.Future[Any]] = (),
+) -> bool:
+    """Wait for `waiter`, for `timeout` to pass on the clock, or for one of `until` (watched,
+    not cancelled: they are the caller's).
 
-    True when the waiter has a result. Whichever loses is cancelled and awaited, so nothing
-    outlives the call, also when the caller is cancelled.
+    True when the waiter has a result. The waiter and the timer are cancelled and awaited,
+    so nothing outlives the call, also when the caller is cancelled.
     """
     sleeper = asyncio.ensure_future(clock.sleep(timeout.total_seconds()))
     try:
-        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, sleeper, *until}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
         sleeper.cancel()

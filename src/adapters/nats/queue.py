@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -22,6 +21,7 @@ from adapters.nats.pulls import TypePuller
 from adapters.wire import CONSUMER_ACK_WAIT, MSG_ID_HEADER, TASK_STREAM, task_subject
 from domain.errors import DomainError
 from domain.models import Delivery, DeliveryHandle, RunId, TaskPayload, TaskType
+from domain.services.flag import Flag
 
 T = TypeVar("T")
 
@@ -32,14 +32,15 @@ JETSTREAM_HEADER_PREFIX = "Nats-"
 class _Arrivals:
     """Wakes every waiter taken before the next `notify`. Mutable on purpose: the generation."""
 
-    _event: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
+    _flag: Flag = attrs.field(init=False, factory=Flag)
 
-    def waiter(self) -> asyncio.Event:
-        return self._event
+    def waiter(self) -> asyncio.Future[None]:
+        """Done at the next `notify`: watch it, do not cancel it (the waiters share it)."""
+        return self._flag.future()
 
     def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        self._flag.set()
+        self._flag = Flag()
 
 
 @attrs.define
@@ -119,12 +120,18 @@ class NatsTaskQueue:
                 return [self._delivery(task_type, puller, m) for m in messages]
             await self.wait_ready([task_type], timedelta(seconds=deadline - loop.time()))
 
-    async def wait_ready(self, task_types: Sequence[TaskType], timeout: timedelta) -> None:
+    async def wait_ready(
+        self,
+        task_types: Sequence[TaskType],
+        timeout: timedelta,
+        *,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> None:
         require_connected(self._nc, "wait for tasks")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout.total_seconds()
         pullers = [await self._puller(t) for t in task_types]
-        while not any(p.holding for p in pullers):
+        while not any(p.holding for p in pullers) and not any(s.done() for s in until):
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -132,9 +139,7 @@ class NatsTaskQueue:
             arrival = self._arrivals.waiter()
             for puller in pullers:
                 await self._guarded(puller, puller.keep_waiting(left))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await arrival.wait()
+            await asyncio.wait({arrival, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
     async def ack(self, handle: DeliveryHandle) -> None:
         await settle(self._js.inbox, handle, ACK, "ack message")

@@ -251,16 +251,10 @@ class PollService:
 
     async def _wait(self, cmd: PollCommand, types: list[TaskType], left: timedelta) -> None:
         """Wait for a task to be ready, for the client to go, or for the drain to begin."""
-        ready = asyncio.ensure_future(self.queue.wait_ready(types, left))
-        # Watched, never cancelled: the drain's future is every waiting poll's.
         stops = [self.drain.when_begun()]
         if cmd.abandoned is not None:
             stops.append(cmd.abandoned.future())
-        try:
-            await asyncio.wait({ready, *stops}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-            await asyncio.gather(ready, return_exceptions=True)
+        await self.queue.wait_ready(types, left, until=stops)
 
     def _ends_early(self, cmd: PollCommand) -> bool:
         """The client has gone, or the process drains: stop waiting."""
