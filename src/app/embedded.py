@@ -75,7 +75,8 @@ class EmbeddedNats:
 
     @property
     def pid(self) -> int | None:
-        """The server's process id while it runs (for the supervisor of --workers to stop)."""
+        """The server's process id from `start` until `stop` (for the supervisor of --workers
+        to stop it), whether or not it still runs; None outside that."""
         return None if self._process is None else self._process.pid
 
     def start(self) -> None:

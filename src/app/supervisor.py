@@ -2,9 +2,12 @@
 and the port is bound (app.workers): `python -m app.supervisor`, the same process id.
 
 The exec leaves behind every module the command line loaded to check the settings, so the
-process that only supervises holds little more than the interpreter: about 16 MiB, where the
+process that only supervises holds little more than the interpreter: about 17 MiB, where the
 command line's process held 23. This module imports only the standard library and the
-logging setup, for that reason; a test holds it to that.
+logging setup (with msgspec, which writes the JSON lines), for that reason; a test holds it
+to that. The command line blocks the stop signals before the exec (a blocked signal stays
+blocked across it), and the supervisor unblocks them once its handlers are set, so a stop
+that comes while the interpreter starts is acted on, not fatal.
 
 It starts each worker as `python -m app serve` with its own environment (which the command
 line made: the settings, one worker each, and the listening socket's descriptor). The
@@ -36,6 +39,8 @@ log = logging.getLogger("dagnats_bridge")
 
 LISTEN_FD_ENV: Final = "DAGNATS_BRIDGE_LISTEN_FD"
 """Set for the workers: the inherited listening socket to serve on."""
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+"""Blocked by the command line from just before its exec until the handlers are set."""
 STOP_TIMEOUT_S: Final = 10.0
 """How long the embedded nats-server has to exit on SIGTERM before it is killed."""
 _EXIT_POLL_S: Final = 0.05
@@ -59,10 +64,28 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._pass_on)
         signal.signal(signal.SIGHUP, self._forward)
-        listener = int(os.environ[LISTEN_FD_ENV])
-        for _ in range(self.workers):
-            self._start(listener)
-        os.close(listener)
+        # Before any worker starts: a worker inherits the mask.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        try:
+            self._start_all(int(os.environ[LISTEN_FD_ENV]))
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("cannot start the workers: %s", exc)
+            self._stopping = True
+            self._signal_all(signal.SIGTERM)
+            self._wait_all()
+            clean = False
+        else:
+            clean = self._wait_all()
+        if self.embedded_nats is not None:
+            _stop(self.embedded_nats)
+        return clean
+
+    def _start_all(self, listener: int) -> None:
+        try:
+            for _ in range(self.workers):
+                self._start(listener)
+        finally:
+            os.close(listener)
         if self._stopping:
             self._signal_all(signal.SIGTERM)  # the signal came before the last ones started
         log.info(
@@ -71,10 +94,6 @@ class Supervisor:
             self.address,
             ", ".join(map(str, self._alive)),
         )
-        clean = self._wait_all()
-        if self.embedded_nats is not None:
-            _stop(self.embedded_nats)
-        return clean
 
     def _start(self, listener: int) -> None:
         process = subprocess.Popen(

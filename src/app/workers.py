@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -84,9 +85,11 @@ def supervise(settings: Settings, embedded_nats: int | None) -> int:
         embedded_nats,
     )
     sys.stderr.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.STOP_SIGNALS)
     try:
         os.execve(sys.executable, argv, env)  # noqa: S606 - this interpreter, our module
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, supervisor.STOP_SIGNALS)
         log.error("cannot start the supervisor of the workers: %s", exc)
     listener.close()
     return 1

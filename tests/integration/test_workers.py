@@ -129,10 +129,10 @@ def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
         os.kill(second, 0)
 
 
-def test_the_supervisor_stops_the_embedded_nats_server_after_the_workers(tmp_path: Path) -> None:
+def test_the_supervisor_stops_the_embedded_nats_server_with_sigterm(tmp_path: Path) -> None:
     """Without --nats-url the command line starts nats-server, then execs into the
-    supervisor, which now owns it: a SIGTERM ends the workers, then the server, which shuts
-    down on its own SIGTERM (not killed along with its parent)."""
+    supervisor, which now owns it: a SIGTERM to the bridge ends the workers and the server,
+    which shuts down on a SIGTERM of its own (not killed along with its parent)."""
     bridge = start_bridge(
         tmp_path,
         *("--data-dir", str(tmp_path / "data"), "--no-simulate-engine", "--workers", "2"),

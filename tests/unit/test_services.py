@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 import attrs
@@ -15,6 +16,7 @@ from adapters.metrics import PrometheusTelemetry
 from adapters.workers import KvWorkerDirectory
 from domain.errors import (
     AlreadySettledError,
+    BackendError,
     BackendUnavailableError,
     BucketUnavailableError,
     ConsumerConflictError,
@@ -160,6 +162,41 @@ async def test_a_type_that_faults_does_not_starve_its_sibling(bridge: Harness) -
     tasks = await bridge.poll_now("a.b", "work")
 
     assert [t.run_id for t in tasks] == ["r1"]
+
+
+@attrs.define
+class WaitFaultsOnce(PassThroughQueue):
+    """The memory queue, whose first wait faults as a NATS consumer deleted under it would."""
+
+    struck: bool = False
+
+    async def wait_ready(
+        self,
+        task_types: Sequence[TaskType],
+        timeout: timedelta,
+        *,
+        until: Collection[asyncio.Future[None]] = (),
+    ) -> None:
+        if not self.struck:
+            self.struck = True
+            raise BackendError("wait for work tasks: 409 Consumer Deleted")
+        await self.inner.wait_ready(task_types, timeout, until=until)
+
+
+async def test_a_fault_while_waiting_ends_the_wait_not_the_poll(bridge: Harness) -> None:
+    queue = WaitFaultsOnce(bridge.queue)
+    poll = attrs.evolve(bridge.poll, queue=queue)
+    polling = asyncio.ensure_future(
+        poll(PollCommand(task_types=[WORK], max_tasks=1, timeout=timedelta(seconds=30)))
+    )
+    # Bounded: a poll that the fault ended never comes to wait.
+    await asyncio.wait_for(bridge.clock.wait_for_sleepers(), 1)
+
+    await enqueue(bridge)
+
+    (task,) = await asyncio.wait_for(polling, 1)
+    assert queue.struck
+    assert task.run_id == "r1"
 
 
 async def test_a_poll_that_got_nothing_and_faulted_raises_the_fault(bridge: Harness) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -30,7 +31,7 @@ class Inbox:
 
     connection: NatsClient
     _prefix: str = attrs.field(init=False)
-    _subscribed: bool = attrs.field(init=False, default=False)
+    _subscribing: asyncio.Task[Subscription] | None = attrs.field(init=False, default=None)
     _waiting: dict[str, asyncio.Future[Msg]] = attrs.field(init=False, factory=dict)
     _tokens: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
 
@@ -45,36 +46,42 @@ class Inbox:
         timeout: float,
         headers: dict[str, Any] | None = None,
     ) -> Msg:
-        await self._subscribe_once()
+        await self._subscribed()
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Msg] = loop.create_future()
+        # Waiting before the publish goes out, so that no reply can come unawaited; timed
+        # from after it, as nats-py times a request.
         self._waiting[token] = reply
-        expiry = loop.call_later(timeout, self._expire, token)
+        expiry: asyncio.TimerHandle | None = None
         try:
             await self.connection.publish(
                 subject, payload, reply=self._prefix + token, headers=headers
             )
+            expiry = loop.call_later(timeout, self._expire, token)
             msg = await reply
         finally:
-            expiry.cancel()
+            if expiry is not None:
+                expiry.cancel()
             self._waiting.pop(token, None)
+            if reply.done() and not reply.cancelled():
+                reply.exception()  # a timeout that lost the race to a cancellation: not logged
         if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
             raise NoRespondersError
         return msg
 
-    async def _subscribe_once(self) -> None:
-        """Subscribe before the first request goes out. The flag is set first: a request
-        made while this awaits sends its publish after the SUB, which nats-py queues before
-        it awaits anything."""
-        if self._subscribed:
-            return
-        self._subscribed = True
-        try:
-            await self.connection.subscribe(f"{self._prefix}*", cb=self._on_reply)
-        except BaseException:
-            self._subscribed = False
-            raise
+    async def _subscribed(self) -> None:
+        """Subscribe once, before the first request goes out: every request waits on the one
+        step (shielded, so a cancelled request does not leave it half done), and one that
+        failed is tried again by the next request."""
+        subscribing = self._subscribing
+        if subscribing is None or (
+            subscribing.done() and (subscribing.cancelled() or subscribing.exception() is not None)
+        ):
+            subscribing = self._subscribing = asyncio.ensure_future(
+                self.connection.subscribe(f"{self._prefix}*", cb=self._on_reply)
+            )
+        await asyncio.shield(subscribing)
 
     async def _on_reply(self, msg: Msg) -> None:
         reply = self._waiting.get(msg.subject.removeprefix(self._prefix))

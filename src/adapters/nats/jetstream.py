@@ -32,6 +32,11 @@ class _PubAck(msgspec.Struct):
     seq: int = 0
     domain: str | None = None
     duplicate: bool | None = None
+    val: str | None = None
+    """A counter stream's value (ADR-49)."""
+    batch: str | None = None
+    count: int | None = None
+    """An atomic batch's id and size (ADR-50), which nats-py names batch_id and batch_size."""
     error: dict[str, Any] | None = None
 
 
@@ -72,5 +77,11 @@ class JetStream(JetStreamContext):
         if ack.error is not None:
             raise nats.js.errors.APIError.from_error(ack.error)
         return api.PubAck(
-            stream=ack.stream, seq=ack.seq, domain=ack.domain, duplicate=ack.duplicate
+            stream=ack.stream,
+            seq=ack.seq,
+            domain=ack.domain,
+            duplicate=ack.duplicate,
+            batch_id=ack.batch,
+            batch_size=ack.count,
+            val=ack.val,
         )

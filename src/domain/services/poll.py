@@ -250,11 +250,16 @@ class PollService:
                 log.info("released %s: its poller left before the answer", task.task_id)
 
     async def _wait(self, cmd: PollCommand, types: list[TaskType], left: timedelta) -> None:
-        """Wait for a task to be ready, for the client to go, or for the drain to begin."""
+        """Wait for a task to be ready, for the client to go, or for the drain to begin.
+
+        A fault while waiting only ends the wait: the fetch pass that follows meets it again
+        per type, and leaves out of the poll the type that faults (the others go on).
+        """
         stops = [self.drain.when_begun()]
         if cmd.abandoned is not None:
             stops.append(cmd.abandoned.future())
-        await self.queue.wait_ready(types, left, until=stops)
+        with contextlib.suppress(DomainError):
+            await self.queue.wait_ready(types, left, until=stops)
 
     def _ends_early(self, cmd: PollCommand) -> bool:
         """The client has gone, or the process drains: stop waiting."""
