@@ -46,7 +46,8 @@ class Inbox:
         timeout: float,
         headers: dict[str, Any] | None = None,
     ) -> Msg:
-        await self._subscribed()
+        if not self._subscription_made():
+            await self._subscribe()
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Msg] = loop.create_future()
@@ -70,14 +71,17 @@ class Inbox:
             raise NoRespondersError
         return msg
 
-    async def _subscribed(self) -> None:
+    def _subscription_made(self) -> bool:
+        """Checked on each request, so that only the first ones await anything for it."""
+        made = self._subscribing
+        return made is not None and made.done() and not made.cancelled() and not made.exception()
+
+    async def _subscribe(self) -> None:
         """Subscribe once, before the first request goes out: every request waits on the one
         step (shielded, so a cancelled request does not leave it half done), and one that
         failed is tried again by the next request."""
         subscribing = self._subscribing
-        if subscribing is None or (
-            subscribing.done() and (subscribing.cancelled() or subscribing.exception() is not None)
-        ):
+        if subscribing is None or subscribing.done():
             subscribing = self._subscribing = asyncio.ensure_future(
                 self.connection.subscribe(f"{self._prefix}*", cb=self._on_reply)
             )
