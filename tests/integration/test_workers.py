@@ -52,6 +52,13 @@ def started_workers(bridge: BridgeProcess) -> int:
     return bridge.log.read_text().count("Application startup complete")
 
 
+def wait_until_both_started(bridge: BridgeProcess) -> None:
+    """A worker still starting has no handler for SIGTERM yet, and would die of one."""
+    deadline = time.monotonic() + PROMPTLY_S
+    while started_workers(bridge) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the second worker starts on its own: nothing to await across
+
+
 def polling(bridge: BridgeProcess) -> bool:
     """The poll is inside a worker (the token is logged at DEBUG on the way in)."""
     return "/v1/tasks/poll with token default" in bridge.log.read_text()
@@ -88,9 +95,7 @@ def test_tasks_polled_through_one_worker_are_resolved_through_any(
 def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
     workers: BridgeProcess, tmp_path: Path
 ) -> None:
-    deadline = time.monotonic() + PROMPTLY_S
-    while started_workers(workers) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the second worker starts on its own: nothing to await across
+    wait_until_both_started(workers)
     body = {"task_types": [f"idle-{tmp_path.name}"], "timeout_ms": 30_000}
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -144,6 +149,7 @@ def test_the_supervisor_stops_the_embedded_nats_server_with_sigterm(tmp_path: Pa
         assert found is not None
         host, port = found[1], int(found[2])
         assert accepts_connections(host, port)
+        wait_until_both_started(bridge)
 
         bridge.process.send_signal(signal.SIGTERM)
         status = bridge.process.wait(timeout=STOPPED_WITHIN_S)
