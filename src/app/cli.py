@@ -18,6 +18,7 @@ from typing import Any, Final
 import attrs
 
 from app.embedded import EmbeddedNats, EmbeddedNatsError
+from app.json_lines import msgspec_json
 from app.logging_setup import LogFormat, configure_logging
 from app.settings import Backend, ClockKind, Settings
 from app.sim_target import DEFAULT_URL, URL_ENV, Bridge, http_url, raw_json
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sim(args, os.environ)
     try:
         settings = settings_from(args, os.environ)
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, encode=msgspec_json)
         tokens = TokenSource.load(settings)
     except ValueError as exc:
         print(f"dagnats-bridge: invalid setting: {exc}", file=sys.stderr)

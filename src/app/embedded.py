@@ -6,8 +6,6 @@ dies with us: it is stopped on exit, and on Linux it also gets SIGKILL if we are
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
@@ -22,12 +20,12 @@ from typing import Final
 
 import attrs
 
+from app.parent_death import signal_when_parent_dies
 from app.supervisor import STOP_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S: Final = 20.0
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -54,10 +52,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL it when the parent dies (Linux only)."""
-    libc_name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc_name:
-        ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Run in the child before exec: SIGKILL it when the parent dies."""
+    signal_when_parent_dies(signal.SIGKILL)
 
 
 @attrs.define

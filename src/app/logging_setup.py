@@ -3,6 +3,10 @@
 Fields a caller passes as `extra=` become keys of the JSON line (`key=value` in text); a
 field whose value is None is left out, and one named as a key of the line's own comes as
 `extra_<name>`.
+
+The standard library writes the JSON lines unless the caller passes an encoder: the supervisor
+of `--workers` logs a few lines in its life and has no need of msgspec (3 MiB), which a
+serving process passes in (app.json_lines).
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import enum
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-import msgspec
+JsonEncoder = Callable[[dict[str, Any]], str]
 
 
 class LogFormat(enum.Enum):
@@ -45,8 +50,17 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+def stdlib_json(entry: dict[str, Any]) -> str:
+    """Compact, UTF-8 as it is, and `str()` of what JSON has no type for."""
+    return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (RFC 3339 UTC), level, logger, message, the extras."""
+
+    def __init__(self, encode: JsonEncoder = stdlib_json) -> None:
+        super().__init__()
+        self.encode = encode
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -61,8 +75,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        # msgspec: half the time of json.dumps, on a line written for each task.
-        return msgspec.json.encode(entry, enc_hook=str).decode()
+        return self.encode(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -96,14 +109,23 @@ def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def formatter_for(log_format: LogFormat, stream: TextIO) -> logging.Formatter:
+def formatter_for(
+    log_format: LogFormat, stream: TextIO, encode: JsonEncoder = stdlib_json
+) -> logging.Formatter:
     if log_format is LogFormat.JSON or (log_format is LogFormat.AUTO and not stream.isatty()):
-        return JsonFormatter()
+        return JsonFormatter(encode)
     return TextFormatter()
 
 
-def configure_logging(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
-    """Send every logger's records to `stream` (stderr) in the chosen format.
+def configure_logging(
+    level: str,
+    log_format: LogFormat,
+    stream: TextIO | None = None,
+    *,
+    encode: JsonEncoder = stdlib_json,
+) -> None:
+    """Send every logger's records to `stream` (stderr) in the chosen format, JSON lines
+    written by `encode`.
 
     ValueError for a level that is not one of LEVELS (any case).
     """
@@ -112,7 +134,7 @@ def configure_logging(level: str, log_format: LogFormat, stream: TextIO | None =
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
     target = stream if stream is not None else sys.stderr
     handler = logging.StreamHandler(target)
-    handler.setFormatter(formatter_for(log_format, target))
+    handler.setFormatter(formatter_for(log_format, target, encode))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(name)

@@ -19,6 +19,7 @@ from app.container import Container
 from app.draining import DrainingServer
 from app.main import create_app
 from app.settings import Settings
+from app.supervisor import WORKER_STOP_SIGNALS
 from app.tokens import TokenSource
 from app.workers import inherited_socket
 
@@ -40,8 +41,10 @@ def serve(settings: Settings, tokens: TokenSource) -> int:
         log.info("stopped by %s", signal.Signals(signum).name)
         early_stops.append(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in WORKER_STOP_SIGNALS:
         signal.signal(signum, stopped_by)
+    # A `--workers` worker starts with them blocked: one that came since is noted now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_STOP_SIGNALS)
     container = Container(settings=settings)
     container.tokens.override(providers.Object(tokens))
     config = uvicorn.Config(

@@ -2,12 +2,13 @@
 and the port is bound (app.workers): `python -m app.supervisor`, the same process id.
 
 The exec leaves behind every module the command line loaded to check the settings, so the
-process that only supervises holds little more than the interpreter: about 17 MiB, where the
-command line's process held 23. This module imports only the standard library and the
-logging setup (with msgspec, which writes the JSON lines), for that reason; a test holds it
-to that. The command line blocks the stop signals before the exec (a blocked signal stays
-blocked across it), and the supervisor unblocks them once its handlers are set, so a stop
-that comes while the interpreter starts is acted on, not fatal.
+process that only supervises holds little more than the interpreter: about 14 MiB, where the
+command line's process held 23. This module imports only the standard library, the logging
+setup (which writes its JSON lines with the standard library here) and app.parent_death,
+for that reason; a test holds it to that. The command line blocks the stop signals before
+the exec (a blocked signal stays blocked across it), and the supervisor unblocks them once
+its handlers are set, so a stop that comes while the interpreter starts is acted on, not
+fatal; a worker starts with SIGTERM and SIGINT blocked in the same way.
 
 It starts each worker as `python -m app serve` with its own environment (which the command
 line made: the settings, one worker each, and the listening socket's descriptor). The
@@ -22,8 +23,6 @@ nats-server, if the command line started one, is stopped last.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from app.logging_setup import LogFormat, configure_logging
+from app.parent_death import signal_when_parent_dies
 
 log = logging.getLogger("dagnats_bridge")
 
@@ -41,10 +41,11 @@ LISTEN_FD_ENV: Final = "DAGNATS_BRIDGE_LISTEN_FD"
 """Set for the workers: the inherited listening socket to serve on."""
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 """Blocked by the command line from just before its exec until the handlers are set."""
+WORKER_STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+"""Blocked in a worker from just before its exec until its handlers are set."""
 STOP_TIMEOUT_S: Final = 10.0
 """How long the embedded nats-server has to exit on SIGTERM before it is killed."""
 _EXIT_POLL_S: Final = 0.05
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class Supervisor:
@@ -158,19 +159,19 @@ def _stop(pid: int) -> None:
 
 
 def _before_exec() -> None:
-    """Run in a worker before exec. SIGHUP is ignored until the worker's tokens watch takes
-    it (an ignored signal stays ignored across exec): one passed on while the worker starts,
-    or to a worker without a tokens file, would otherwise end it."""
+    """Run in a worker before exec.
+
+    - SIGTERM, so it drains, when the supervisor dies, even by SIGKILL.
+    - SIGHUP is ignored until the worker's tokens watch takes it (an ignored signal stays
+      ignored across exec): one passed on while the worker starts, or to a worker without
+      a tokens file, would otherwise end it.
+    - SIGTERM and SIGINT stay blocked until the worker's handlers are set (app.serving):
+      one passed on while its interpreter starts would otherwise kill it, and the bridge
+      would exit 1 as for a worker that died on its own.
+    """
+    signal_when_parent_dies(signal.SIGTERM)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _drain_when_orphaned()
-
-
-def _drain_when_orphaned() -> None:
-    """Run in a worker before exec: SIGTERM it, so it drains, when the supervisor dies even
-    by SIGKILL (Linux only; elsewhere an orphaned worker serves on until stopped)."""
-    libc_name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc_name:
-        ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS)
 
 
 def command(

@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.embedded import EmbeddedNats, accepts_connections
-from tests.integration.conftest import BridgeProcess, start_bridge
+from tests.integration.conftest import BridgeProcess, launch_bridge, start_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -27,25 +27,26 @@ TOKEN = "tok-workers-7d2a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def worker_flags(nats_server: EmbeddedNats) -> tuple[str, ...]:
+    return (
+        *("--nats-url", nats_server.url, "--provision", "--simulator", "--no-simulate-engine"),
+        *("--workers", "2", "--log-level", "DEBUG"),
+    )
+
+
 @pytest.fixture
 def workers(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[BridgeProcess]:
-    bridge = start_bridge(
-        tmp_path,
-        "--nats-url",
-        nats_server.url,
-        "--provision",
-        "--simulator",
-        "--no-simulate-engine",
-        "--workers",
-        "2",
-        "--log-level",
-        "DEBUG",
-        DAGNATS_BRIDGE_TOKEN=TOKEN,
-    )
+    bridge = start_bridge(tmp_path, *worker_flags(nats_server), DAGNATS_BRIDGE_TOKEN=TOKEN)
     yield bridge
     if bridge.process.poll() is None:
         bridge.process.kill()
         bridge.process.wait()
+
+
+def worker_pids(bridge: BridgeProcess) -> tuple[int, int] | None:
+    """The workers' pids, once the supervisor has started them both."""
+    found = re.search(r"2 workers on \S+ \(pids (\d+), (\d+)\)", bridge.log.read_text())
+    return None if found is None else (int(found[1]), int(found[2]))
 
 
 def started_workers(bridge: BridgeProcess) -> int:
@@ -53,10 +54,18 @@ def started_workers(bridge: BridgeProcess) -> int:
 
 
 def wait_until_both_started(bridge: BridgeProcess) -> None:
-    """A worker still starting has no handler for SIGTERM yet, and would die of one."""
-    deadline = time.monotonic() + PROMPTLY_S
-    while started_workers(bridge) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the second worker starts on its own: nothing to await across
+    """Until both serve: a stop before it tests another path (below)."""
+    wait_for(lambda: started_workers(bridge) == 2, PROMPTLY_S)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition` came true within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # another process's progress, seen in its log: nothing to await across
+    return True
 
 
 def polling(bridge: BridgeProcess) -> bool:
@@ -102,9 +111,7 @@ def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
         waiting = pool.submit(
             httpx.post, f"{workers.url}/v1/tasks/poll", json=body, headers=AUTH, timeout=40
         )
-        deadline = time.monotonic() + PROMPTLY_S
-        while not polling(workers) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the poll reaches a worker on its own: nothing to await across
+        wait_for(lambda: polling(workers), PROMPTLY_S)
         started = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)
         answer = waiting.result(timeout=PROMPTLY_S)
@@ -121,9 +128,9 @@ def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
 def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
     workers: BridgeProcess,
 ) -> None:
-    found = re.search(r"2 workers on \S+ \(pids (\d+), (\d+)\)", workers.log.read_text())
-    assert found is not None
-    first, second = int(found[1]), int(found[2])
+    pids = worker_pids(workers)
+    assert pids is not None
+    first, second = pids
 
     os.kill(first, signal.SIGKILL)
     status = workers.process.wait(timeout=STOPPED_WITHIN_S)
@@ -132,6 +139,37 @@ def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
     assert f"worker {first} ended with status -9" in workers.log.read_text()
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+
+
+def test_a_stop_while_the_workers_start_is_a_clean_stop(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The supervisor passes a SIGTERM on to workers whose interpreters are still starting:
+    each acts on it once it can, and none dies of it."""
+    bridge = launch_bridge(tmp_path, *worker_flags(nats_server))
+    try:
+        assert wait_for(lambda: worker_pids(bridge) is not None, STOPPED_WITHIN_S)
+        before_either_started = started_workers(bridge) == 0
+        bridge.process.send_signal(signal.SIGTERM)
+        status = bridge.process.wait(timeout=STOPPED_WITHIN_S)
+    finally:
+        bridge.stop()
+
+    assert before_either_started
+    assert status == 0
+    assert "ended with status" not in bridge.log.read_text()
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(workers: BridgeProcess) -> None:
+    wait_until_both_started(workers)
+
+    workers.process.kill()
+    workers.process.wait()
+
+    assert wait_for(
+        lambda: workers.log.read_text().count("drained: no request in flight") == 2,
+        STOPPED_WITHIN_S,
+    )
 
 
 def test_the_supervisor_stops_the_embedded_nats_server_with_sigterm(tmp_path: Path) -> None:

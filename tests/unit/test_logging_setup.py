@@ -8,13 +8,17 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from app.json_lines import msgspec_json
 from app.logging_setup import (
     JsonFormatter,
     LogFormat,
     TextFormatter,
     configure_logging,
     formatter_for,
+    stdlib_json,
 )
 
 
@@ -111,6 +115,43 @@ def test_configured_logging_writes_json_lines_at_the_level_asked() -> None:
 
     (line,) = stream.getvalue().splitlines()
     assert json.loads(line)["cause"] == "nats down"
+
+
+@pytest.mark.usefixtures("restored_root")
+def test_configured_logging_writes_json_lines_with_the_encoder_given() -> None:
+    stream = io.StringIO()
+
+    configure_logging("info", LogFormat.JSON, stream, encode=lambda entry: f"<{entry['message']}>")
+    logging.getLogger("dagnats_bridge").info("encoded")
+
+    assert stream.getvalue() == "<encoded>\n"
+
+
+class Unserialisable:
+    def __str__(self) -> str:
+        return "shown by str"
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.builds(Unserialisable)
+)
+"""What a log call passes as an extra: JSON's types, and objects JSON has no type for."""
+EXTRAS = st.dictionaries(
+    st.text(),
+    st.recursive(SCALARS, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)),
+)
+
+
+@given(EXTRAS)
+def test_the_supervisors_json_lines_say_what_a_workers_say(entry: dict[str, object]) -> None:
+    """The supervisor writes its lines with the standard library, the workers theirs with
+    msgspec: one log, one reading. (The text differs only in how an exponent is written.)"""
+    assert json.loads(stdlib_json(entry)) == json.loads(msgspec_json(entry))
 
 
 def test_an_unknown_level_is_refused() -> None:

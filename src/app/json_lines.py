@@ -1,0 +1,14 @@
+"""The JSON log lines of a process that serves: msgspec writes them in half the time of
+json.dumps, on lines written for each task. Apart from app.logging_setup, which the
+supervisor of `--workers` loads too, without msgspec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+def msgspec_json(entry: dict[str, Any]) -> str:
+    """The line `logging_setup.stdlib_json` writes, for every value JSON has a type for."""
+    return msgspec.json.encode(entry, enc_hook=str).decode()
