@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
@@ -16,6 +17,7 @@ from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, RawBody
 from litestar.response import Stream
+from litestar.types import ReceiveMessage
 
 from adapters.codec import encode
 from adapters.http.batch import resolve_batch
@@ -188,28 +190,31 @@ async def poll(
     _refuse_while_draining(drain)
     gone = Flag()
     cmd = to_poll_command(read_json(body, PollBody), gone)
-    async with _watching_disconnect(request, gone):
+    watcher = _watch_departure(request, gone)
+    try:
         tasks = await poll_service(cmd)
+    finally:
+        watcher.cancel()
     return json_response(encode(tasks))
 
 
-@contextlib.asynccontextmanager
-async def _watching_disconnect(request: Request[Any, Any, Any], gone: Flag) -> AsyncIterator[None]:
-    """Set `gone` if the client disconnects while the block runs (the body is already read,
-    so the next ASGI message is the disconnect)."""
+def _watch_departure(request: Request[Any, Any, Any], gone: Flag) -> asyncio.Future[ReceiveMessage]:
+    """Set `gone` when the client disconnects; cancel what this returns once answered.
 
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
+    The body is already read, so the next ASGI message is the disconnect. One task per
+    request, where a watching loop and a context manager around it held 1 KiB more per
+    waiting poll.
+    """
+    watcher: asyncio.Future[ReceiveMessage] = asyncio.ensure_future(request.receive())
+    watcher.add_done_callback(functools.partial(_on_message, gone))
+    return watcher
+
+
+def _on_message(gone: Flag, watcher: asyncio.Future[ReceiveMessage]) -> None:
+    if watcher.cancelled() or watcher.exception() is not None:
+        return
+    if watcher.result()["type"] == "http.disconnect":
         gone.set()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        yield
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
 
 
 @post(
@@ -262,22 +267,24 @@ async def _unless_the_client_leaves(
     None when the client left first.
     """
     gone = Flag()
-    async with _watching_disconnect(request, gone):
-        waiting = asyncio.ensure_future(resolving)
-        interruptions = (asyncio.ensure_future(gone.wait()), asyncio.ensure_future(drain.wait()))
+    watcher = _watch_departure(request, gone)
+    waiting = asyncio.ensure_future(resolving)
+    interruptions = (asyncio.ensure_future(gone.wait()), asyncio.ensure_future(drain.wait()))
+    try:
         await asyncio.wait({waiting, *interruptions}, return_when=asyncio.FIRST_COMPLETED)
-        for interruption in interruptions:
+    finally:
+        for interruption in (watcher, *interruptions):
             interruption.cancel()
-        if waiting.done():
-            return waiting.result()
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
-        if drain.begun:
-            log.info("wait_signal on %s ended by the drain", request.url.path)
-            _refuse_while_draining(drain)
-        log.info("wait_signal on %s abandoned: its client left", request.url.path)
-        return None
+    if waiting.done():
+        return waiting.result()
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    if drain.begun:
+        log.info("wait_signal on %s ended by the drain", request.url.path)
+        _refuse_while_draining(drain)
+    log.info("wait_signal on %s abandoned: its client left", request.url.path)
+    return None
 
 
 @get(
