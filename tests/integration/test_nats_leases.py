@@ -6,6 +6,7 @@ it in test_lease_store_contract.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import attrs
@@ -59,6 +60,7 @@ async def test_put_stores_the_lease_at_its_kv_revision(
     entry = await kv.get(lease_key(TASK))
 
     assert entry is not None
+    assert "revision" not in json.loads(entry.value)
     assert stored == attrs.evolve(lease(), revision=entry.revision)
     assert await store.get(TASK) == stored
 
