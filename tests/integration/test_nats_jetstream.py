@@ -1,4 +1,5 @@
-"""`JetStream.publish` keeps nats-py's contract: the same PubAck, the same errors.
+"""`JetStream.publish` and its direct reads keep nats-py's contract: the same PubAck or
+message, the same errors.
 
 Each case runs through nats-py's own `JetStreamContext` and through `JetStream` on one
 connection, against a real nats-server, and compares what each returned or raised.
@@ -12,7 +13,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig, PubAck, StreamConfig
+from nats.js.api import KeyValueConfig, PubAck, RawStreamMsg, StreamConfig
 from nats.js.client import JetStreamContext
 
 from adapters.nats.jetstream import JetStream
@@ -121,3 +122,49 @@ async def test_kv_writes_through_it_keep_nats_pys_errors(nats_client: NatsClient
             await bucket.get("k")
     finally:
         await js.delete_key_value(name)
+
+
+def read(result: object) -> tuple[str, Any]:
+    """A message as what a KV read uses of it; an error as its type."""
+    if isinstance(result, RawStreamMsg):
+        headers = result.headers or {}
+        marker = headers.get("KV-Operation")
+        return ("msg", (result.subject, result.seq, result.data, result.time, marker))
+    return ("raised", type(result).__name__)
+
+
+async def both_reads(nats_client: NatsClient, stream: str, subject: str) -> list[tuple[str, Any]]:
+    results = []
+    for js in (nats_client.jetstream(), JetStream(nats_client)):
+        try:
+            results.append(read(await js.get_msg(stream, subject=subject, direct=True)))
+        except Exception as exc:
+            results.append(read(exc))
+    return results
+
+
+async def test_a_direct_read_of_a_key_answers_as_nats_pys_does(nats_client: NatsClient) -> None:
+    js = nats_client.jetstream()
+    name = bucket_name("reads")
+    bucket = await js.create_key_value(KeyValueConfig(bucket=name, direct=True))
+    try:
+        await bucket.put("k", b"first")
+        revision = await bucket.put("k", b"latest")
+        await bucket.put("gone", b"1")
+        await bucket.delete("gone")
+
+        kept = await both_reads(nats_client, f"KV_{name}", f"$KV.{name}.k")
+        deleted = await both_reads(nats_client, f"KV_{name}", f"$KV.{name}.gone")
+        absent = await both_reads(nats_client, f"KV_{name}", f"$KV.{name}.never")
+    finally:
+        await js.delete_key_value(name)
+    no_stream = await both_reads(nats_client, "KV_NOBODY", "$KV.NOBODY.k")
+    bad_name = await both_reads(nats_client, "KV.bad", "$KV.bad.k")
+
+    assert kept[0] == kept[1]
+    assert kept[1][1][1:3] == (revision, b"latest")
+    assert deleted[0] == deleted[1]
+    assert deleted[1][1][4] == "DEL"
+    assert absent == [("raised", "NotFoundError")] * 2
+    assert no_stream == [("raised", "NoRespondersError")] * 2
+    assert bad_name == [("raised", "ValueError")] * 2
