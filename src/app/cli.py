@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import attrs
 
+from app.early_stops import noting_stops
 from app.embedded import EmbeddedNats, EmbeddedNatsError
 from app.json_lines import msgspec_json
 from app.logging_setup import LogFormat, configure_logging
@@ -319,10 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if settings.workers > 1:
             return supervise(settings, embedded.pid if embedded is not None else None)
+        # Noted from here on: before the web stack's imports, which are most of a start.
+        early_stops = noting_stops()
         # Imported only to serve: the parent of --workers execs into the supervisor instead.
         from app.serving import serve  # noqa: PLC0415
 
-        return serve(settings, tokens)
+        return serve(settings, tokens, early_stops)
     except EmbeddedNatsError as exc:
         log.error("cannot start the embedded nats-server: %s", exc)
         return 1

@@ -10,5 +10,7 @@ import msgspec
 
 
 def msgspec_json(entry: dict[str, Any]) -> str:
-    """The line `logging_setup.stdlib_json` writes, for every value JSON has a type for."""
+    """Read back as `logging_setup.stdlib_json`'s line is, for JSON's own values and for
+    objects shown by `str()`; the types msgspec knows (datetime, enum, bytes, sets) it
+    writes its own way."""
     return msgspec.json.encode(entry, enc_hook=str).decode()

@@ -1,19 +1,41 @@
 """A signal for a child process when its parent dies, set between fork and exec: Linux's
-PR_SET_PDEATHSIG; elsewhere nothing, and an orphan runs on until it is stopped."""
+PR_SET_PDEATHSIG; elsewhere, or where libc's prctl cannot be found, nothing, and an orphan
+runs on until it is stopped."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Final
 
 _PR_SET_PDEATHSIG: Final = 1
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, found here in the parent (the process's own symbols, libc's among
+    them), so that the child between fork and exec only calls it: looking it up there would
+    take the loader's lock, and searching for libc runs ldconfig."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL: Final = _prctl()
+
+
 def signal_when_parent_dies(signum: signal.Signals) -> None:
-    """Run in the child before exec; the setting survives the exec."""
-    if sys.platform.startswith("linux"):
-        # The process's own symbols, libc's among them: no search for the library, which
-        # would run ldconfig here, between fork and exec.
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    """Run in the child before exec; the setting survives the exec. A parent that dies
+    while it is being set is signalled for at once."""
+    if _PRCTL is None:
+        return
+    parent = os.getppid()
+    _PRCTL(_PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import signal
 
 import uvicorn
 from dependency_injector import providers
@@ -19,32 +18,22 @@ from app.container import Container
 from app.draining import DrainingServer
 from app.main import create_app
 from app.settings import Settings
-from app.supervisor import WORKER_STOP_SIGNALS
 from app.tokens import TokenSource
 from app.workers import inherited_socket
 
 log = logging.getLogger("dagnats_bridge")
 
 
-def serve(settings: Settings, tokens: TokenSource) -> int:
+def serve(settings: Settings, tokens: TokenSource, early_stops: list[int]) -> int:
     """Serve until SIGTERM or SIGINT and the drain that follows (app.draining), then return
     so the caller can clean up: 0, or 1 when the app could not start (the reason is logged).
 
-    A stop signal that comes while the app is built, before uvicorn takes the signals over,
-    is noted and acted on once serving (a `--workers` sibling's death stops a worker that is
-    still starting). uvicorn raises the signal again with the handler it found when it is
-    done, which only notes it then.
+    `early_stops` are the stop signals noted (app.early_stops) while the process started
+    and the app is built, before uvicorn takes the signals over: the first is acted on once
+    serving (a `--workers` sibling's death stops a worker that is still starting). uvicorn
+    raises the signal again with the handler it found when it is done, which only notes it
+    then.
     """
-    early_stops: list[int] = []
-
-    def stopped_by(signum: int, _: object) -> None:
-        log.info("stopped by %s", signal.Signals(signum).name)
-        early_stops.append(signum)
-
-    for signum in WORKER_STOP_SIGNALS:
-        signal.signal(signum, stopped_by)
-    # A `--workers` worker starts with them blocked: one that came since is noted now.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_STOP_SIGNALS)
     container = Container(settings=settings)
     container.tokens.override(providers.Object(tokens))
     config = uvicorn.Config(

@@ -4,11 +4,11 @@ and the port is bound (app.workers): `python -m app.supervisor`, the same proces
 The exec leaves behind every module the command line loaded to check the settings, so the
 process that only supervises holds little more than the interpreter: about 14 MiB, where the
 command line's process held 23. This module imports only the standard library, the logging
-setup (which writes its JSON lines with the standard library here) and app.parent_death,
-for that reason; a test holds it to that. The command line blocks the stop signals before
-the exec (a blocked signal stays blocked across it), and the supervisor unblocks them once
-its handlers are set, so a stop that comes while the interpreter starts is acted on, not
-fatal; a worker starts with SIGTERM and SIGINT blocked in the same way.
+setup (which writes its JSON lines with the standard library here), app.parent_death and
+app.early_stops, for that reason; a test holds it to that. The command line blocks the stop
+signals before the exec (a blocked signal stays blocked across it), and the supervisor
+unblocks them once its handlers are set, so a stop that comes while the interpreter starts
+is acted on, not fatal; a worker starts with SIGTERM and SIGINT blocked in the same way.
 
 It starts each worker as `python -m app serve` with its own environment (which the command
 line made: the settings, one worker each, and the listening socket's descriptor). The
@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
+from app.early_stops import SERVING_STOP_SIGNALS
 from app.logging_setup import LogFormat, configure_logging
 from app.parent_death import signal_when_parent_dies
 
@@ -41,8 +42,6 @@ LISTEN_FD_ENV: Final = "DAGNATS_BRIDGE_LISTEN_FD"
 """Set for the workers: the inherited listening socket to serve on."""
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 """Blocked by the command line from just before its exec until the handlers are set."""
-WORKER_STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
-"""Blocked in a worker from just before its exec until its handlers are set."""
 STOP_TIMEOUT_S: Final = 10.0
 """How long the embedded nats-server has to exit on SIGTERM before it is killed."""
 _EXIT_POLL_S: Final = 0.05
@@ -165,13 +164,13 @@ def _before_exec() -> None:
     - SIGHUP is ignored until the worker's tokens watch takes it (an ignored signal stays
       ignored across exec): one passed on while the worker starts, or to a worker without
       a tokens file, would otherwise end it.
-    - SIGTERM and SIGINT stay blocked until the worker's handlers are set (app.serving):
-      one passed on while its interpreter starts would otherwise kill it, and the bridge
-      would exit 1 as for a worker that died on its own.
+    - SIGTERM and SIGINT stay blocked until the worker notes them (app.early_stops): one
+      passed on while its interpreter starts would otherwise kill it, and the bridge would
+      exit 1 as for a worker that died on its own.
     """
     signal_when_parent_dies(signal.SIGTERM)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, SERVING_STOP_SIGNALS)
 
 
 def command(

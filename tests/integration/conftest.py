@@ -75,17 +75,6 @@ def start_bridge(tmp_path: Path, *flags: str, **env: str) -> BridgeProcess:
     """The console script with `flags` (default: the memory backend) and `DAGNATS_*` env, on a
     free port unless `DAGNATS_BRIDGE_PORT` names one, once healthy; stopped if it does not get
     there."""
-    bridge = launch_bridge(tmp_path, *flags, **env)
-    try:
-        wait_until_healthy(bridge)
-    except BaseException:
-        bridge.stop()
-        raise
-    return bridge
-
-
-def launch_bridge(tmp_path: Path, *flags: str, **env: str) -> BridgeProcess:
-    """As `start_bridge`, without waiting for it to be healthy."""
     port = env.get("DAGNATS_BRIDGE_PORT") or str(free_port())
     with tempfile.NamedTemporaryFile(
         dir=tmp_path, prefix=f"bridge-{port}-", suffix=".log", delete=False
@@ -96,7 +85,13 @@ def launch_bridge(tmp_path: Path, *flags: str, **env: str) -> BridgeProcess:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    return BridgeProcess(f"http://127.0.0.1:{port}", process, Path(sink.name))
+    bridge = BridgeProcess(f"http://127.0.0.1:{port}", process, Path(sink.name))
+    try:
+        wait_until_healthy(bridge)
+    except BaseException:
+        bridge.stop()
+        raise
+    return bridge
 
 
 def wait_until_healthy(bridge: BridgeProcess) -> None:

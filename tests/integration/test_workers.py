@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.embedded import EmbeddedNats, accepts_connections
-from tests.integration.conftest import BridgeProcess, launch_bridge, start_bridge
+from app.embedded import EmbeddedNats, accepts_connections, free_port
+from tests.integration.conftest import (
+    BRIDGE_COMMAND,
+    BridgeProcess,
+    isolated_environment,
+    start_bridge,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +33,21 @@ TOKEN = "tok-workers-7d2a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def worker_flags(nats_server: EmbeddedNats) -> tuple[str, ...]:
-    return (
-        *("--nats-url", nats_server.url, "--provision", "--simulator", "--no-simulate-engine"),
-        *("--workers", "2", "--log-level", "DEBUG"),
-    )
-
-
 @pytest.fixture
 def workers(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[BridgeProcess]:
-    bridge = start_bridge(tmp_path, *worker_flags(nats_server), DAGNATS_BRIDGE_TOKEN=TOKEN)
+    bridge = start_bridge(
+        tmp_path,
+        "--nats-url",
+        nats_server.url,
+        "--provision",
+        "--simulator",
+        "--no-simulate-engine",
+        "--workers",
+        "2",
+        "--log-level",
+        "DEBUG",
+        DAGNATS_BRIDGE_TOKEN=TOKEN,
+    )
     yield bridge
     if bridge.process.poll() is None:
         bridge.process.kill()
@@ -55,7 +66,7 @@ def started_workers(bridge: BridgeProcess) -> int:
 
 def wait_until_both_started(bridge: BridgeProcess) -> None:
     """Until both serve: a stop before it tests another path (below)."""
-    wait_for(lambda: started_workers(bridge) == 2, PROMPTLY_S)
+    assert wait_for(lambda: started_workers(bridge) == 2, PROMPTLY_S), bridge.log.read_text()
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
@@ -111,7 +122,7 @@ def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
         waiting = pool.submit(
             httpx.post, f"{workers.url}/v1/tasks/poll", json=body, headers=AUTH, timeout=40
         )
-        wait_for(lambda: polling(workers), PROMPTLY_S)
+        assert wait_for(lambda: polling(workers), PROMPTLY_S)
         started = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)
         answer = waiting.result(timeout=PROMPTLY_S)
@@ -141,35 +152,57 @@ def test_a_worker_that_dies_stops_the_others_and_the_bridge_exits_with_1(
         os.kill(second, 0)
 
 
-def test_a_stop_while_the_workers_start_is_a_clean_stop(
-    tmp_path: Path, nats_server: EmbeddedNats
+def test_a_stop_that_comes_while_a_worker_starts_is_acted_on_once_it_serves(
+    tmp_path: Path,
 ) -> None:
-    """The supervisor passes a SIGTERM on to workers whose interpreters are still starting:
-    each acts on it once it can, and none dies of it."""
-    bridge = launch_bridge(tmp_path, *worker_flags(nats_server))
+    """A worker starts with SIGTERM blocked (as the supervisor starts it), and the signal
+    comes before it could note it: it serves, then drains and exits 0, not killed by it."""
+    port = str(free_port())
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [BRIDGE_COMMAND, "serve", "--backend", "memory"],
+            env=isolated_environment(DAGNATS_BRIDGE_PORT=port),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),  # noqa: PLW1509
+        )
     try:
-        assert wait_for(lambda: worker_pids(bridge) is not None, STOPPED_WITHIN_S)
-        before_either_started = started_workers(bridge) == 0
-        bridge.process.send_signal(signal.SIGTERM)
-        status = bridge.process.wait(timeout=STOPPED_WITHIN_S)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=STOPPED_WITHIN_S)
     finally:
-        bridge.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
-    assert before_either_started
     assert status == 0
-    assert "ended with status" not in bridge.log.read_text()
+    assert "stopped by SIGTERM" in log.read_text()
+    assert "drained: no request in flight" in log.read_text()
 
 
 def test_workers_drain_and_exit_when_the_supervisor_is_killed(workers: BridgeProcess) -> None:
     wait_until_both_started(workers)
+    pids = worker_pids(workers)
+    assert pids is not None
 
     workers.process.kill()
     workers.process.wait()
 
-    assert wait_for(
-        lambda: workers.log.read_text().count("drained: no request in flight") == 2,
-        STOPPED_WITHIN_S,
-    )
+    try:
+        assert wait_for(lambda: not any(map(running, pids)), STOPPED_WITHIN_S)
+    finally:
+        for pid in filter(running, pids):
+            os.kill(pid, signal.SIGKILL)
+    assert workers.log.read_text().count("drained: no request in flight") == 2
+
+
+def running(pid: int) -> bool:
+    """Neither gone nor a zombie (an orphan's exit is reaped by whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_the_supervisor_stops_the_embedded_nats_server_with_sigterm(tmp_path: Path) -> None:

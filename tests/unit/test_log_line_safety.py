@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from app.logging_setup import JSON_KEYS, JsonFormatter, TextFormatter
+from app.json_lines import msgspec_json
+from app.logging_setup import JSON_KEYS, JsonEncoder, JsonFormatter, TextFormatter, stdlib_json
 
 LOGGER = logging.getLogger("dagnats_bridge.requests")
 
@@ -17,11 +18,18 @@ def a_record(message: str, **extra: object) -> logging.LogRecord:
     return LOGGER.makeRecord(LOGGER.name, logging.INFO, __file__, 1, message, (), None, extra=extra)
 
 
+ENCODERS = pytest.mark.parametrize("encode", [stdlib_json, msgspec_json])
+"""The supervisor's and the workers'."""
+
+
+@ENCODERS
 @pytest.mark.parametrize("key", sorted(JSON_KEYS - {"message"}))  # logging refuses that one
-def test_an_extra_named_as_a_json_key_of_the_line_comes_under_another_name(key: str) -> None:
+def test_an_extra_named_as_a_json_key_of_the_line_comes_under_another_name(
+    key: str, encode: JsonEncoder
+) -> None:
     record = a_record("resolve r1.s1", **{key: "forged"})
 
-    line = json.loads(JsonFormatter().format(record))
+    line = json.loads(JsonFormatter(encode).format(record))
 
     assert line[f"extra_{key}"] == "forged"
     assert line.get(key) != "forged"

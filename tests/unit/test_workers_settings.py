@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from app import supervisor
 from app.cli import main, parser, settings_from
 from app.logging_setup import LogFormat
 from app.settings import Backend, Settings
@@ -94,6 +96,33 @@ def test_the_supervisor_loads_only_the_standard_library_and_the_logging_setup() 
     ).stdout.split()
     project = {name for name in loaded if name.split(".")[0] in {"adapters", "app", "domain"}}
 
-    assert project == {"app", "app.logging_setup", "app.parent_death", "app.supervisor"}
+    assert project == {
+        "app",
+        "app.early_stops",
+        "app.logging_setup",
+        "app.parent_death",
+        "app.supervisor",
+    }
     assert not {"attrs", "asyncio", "msgspec", "ssl", "hashlib", "nats", "litestar"} & set(loaded)
     assert "ctypes.util" not in loaded  # its library search runs ldconfig between fork and exec
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_worker_starts_with_its_stop_signals_blocked_and_sighup_ignored() -> None:
+    """Until the worker notes them (app.early_stops): one passed on while its interpreter
+    starts would kill it."""
+    status = subprocess.run(
+        [sys.executable, "-c", "print(open('/proc/self/status').read())"],
+        preexec_fn=supervisor._before_exec,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+
+    def has(mask: str, signum: signal.Signals) -> bool:
+        return bool(int(fields[mask], 16) & 1 << (signum - 1))
+
+    assert has("SigBlk", signal.SIGTERM)
+    assert has("SigBlk", signal.SIGINT)
+    assert has("SigIgn", signal.SIGHUP)
