@@ -11,6 +11,8 @@ from typing import Final
 import attrs
 import pytest
 from dependency_injector import providers
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from opentelemetry import trace
@@ -33,6 +35,7 @@ from domain.models import (
     RawJson,
     RunId,
     StepId,
+    TaskId,
     TaskPayload,
     TaskType,
     TraceContext,
@@ -40,7 +43,13 @@ from domain.models import (
 from domain.ports import Tracer
 from domain.services.actions import ResolveRequest
 from domain.services.simulator import EnqueueCommand
-from domain.tracing import MAX_TRACESTATE_CHARS, NoTracer, trace_context
+from domain.tracing import (
+    MAX_TRACESTATE_CHARS,
+    TRACEPARENT_PATTERN,
+    TRACESTATE_PATTERN,
+    NoTracer,
+    trace_context,
+)
 from tests.factories import Harness, UnreachableEventLog, memory_container
 
 WORK: Final = TaskType("work")
@@ -457,3 +466,31 @@ async def test_over_http_a_malformed_sim_trace_context_is_400_naming_the_field(
     assert answer.status_code == 400
     assert answer.json()["field"] == field
     assert len(answer.json()["detail"]) < 200
+
+
+PARENTS = st.none() | st.builds(
+    TraceContext,
+    traceparent=st.from_regex(TRACEPARENT_PATTERN, fullmatch=True),
+    tracestate=st.none() | st.from_regex(TRACESTATE_PATTERN, fullmatch=True),
+)
+
+
+@given(PARENTS)
+def test_with_no_provider_installed_the_tracer_hands_on_what_a_non_recording_span_would(
+    parent: TraceContext | None,
+) -> None:
+    """The process's tracer makes no span while no provider is installed (as in this test
+    process): its context is the one the API's own spans give."""
+    shortcut, api_spans = OtelTracer(), OtelTracer.of(trace.NoOpTracerProvider())
+    assert shortcut._records_nothing()
+    assert not api_spans._records_nothing()
+
+    run, step, task = RunId("r1"), StepId("s1"), TaskId("r1.s1")
+    with shortcut.dispatch(parent, run_id=run, step_id=step, attempt=1) as handed_on:
+        pass
+    with api_spans.dispatch(parent, run_id=run, step_id=step, attempt=1) as expected:
+        pass
+    with shortcut.resolve(parent, task_id=task, action="complete") as resolved:
+        pass
+
+    assert handed_on == expected == resolved
