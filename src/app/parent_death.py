@@ -31,11 +31,12 @@ _PRCTL: Final = _prctl()
 
 
 def signal_when_parent_dies(signum: signal.Signals) -> None:
-    """Run in the child before exec; the setting survives the exec. A parent that dies
-    while it is being set is signalled for at once."""
+    """Run in the child before exec; the setting survives the exec. If the parent died
+    while it was being set, the child ends here, before it execs (a signal would meet the
+    parent's handlers, which the child still has)."""
     if _PRCTL is None:
         return
     parent = os.getppid()
     _PRCTL(_PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:
-        os.kill(os.getpid(), signum)
+        os._exit(1)
