@@ -33,7 +33,7 @@ from tests.integration.conftest import (
     isolated_environment,
     start_bridge,
 )
-from tests.integration.test_nats_bridge import poll, resolve
+from tests.integration.test_nats_bridge import resolve
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,11 @@ def test_a_resolve_answers_503_while_the_stream_has_no_leader_then_the_bridge_re
     """Two of three nodes down: no stream has a quorum, so none has a leader; the bridge stays
     connected to the node left."""
     url = replicated_bridge.url
-    (task,) = poll(url, enqueued(url, "leaderless.t"))
+    task_type = enqueued(url, "leaderless.t")
+    # The poll creates the type's consumer, whose own leader may take a moment to be elected.
+    first = once_elected(lambda: poll_answer(url, task_type))
+    assert first.status_code == 200, first.text
+    (task,) = first.json()
     survivor, *lost = cluster
     for node in lost:
         node.stop()
@@ -143,8 +147,8 @@ def test_a_resolve_answers_503_while_the_stream_has_no_leader_then_the_bridge_re
     assert (publish.status_code, publish.headers.get("Retry-After")) == (503, "5"), publish.text
     assert survivor.process is not None
     assert survivor.process.poll() is None
-    assert once_the_cluster_is_back(lambda: enqueue(url, "recovered.t")).status_code == 201
-    polled = once_the_cluster_is_back(lambda: poll_answer(url, "recovered.t"))
+    assert once_elected(lambda: enqueue(url, "recovered.t")).status_code == 201
+    polled = once_elected(lambda: poll_answer(url, "recovered.t"))
     assert polled.status_code == 200, polled.text
     (fresh,) = polled.json()
     completed = resolve(url, fresh["task_id"], action="complete", lease_id=fresh["lease_id"])
@@ -166,9 +170,10 @@ def poll_answer(url: str, task_type: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/tasks/poll", json=body, timeout=15)
 
 
-def once_the_cluster_is_back(call: Callable[[], httpx.Response]) -> httpx.Response:
-    """The first answer that is not 503 (the cluster electing its leaders again: a state of
-    other processes, with no event to await)."""
+def once_elected(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """The first answer that is not 503 (the cluster electing a leader, a new consumer's or
+    its leaders again after an outage: a state of other processes, with no event to
+    await)."""
     deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
     answer = call()
     while answer.status_code == 503 and time.monotonic() < deadline:
