@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from app.embedded import EmbeddedNats, accepts_connections, free_port
 from tests.integration.conftest import (
     BRIDGE_COMMAND,
     BridgeProcess,
+    eventually,
     isolated_environment,
     start_bridge,
 )
@@ -66,17 +67,7 @@ def started_workers(bridge: BridgeProcess) -> int:
 
 def wait_until_both_started(bridge: BridgeProcess) -> None:
     """Until both serve: a stop before it tests another path (below)."""
-    assert wait_for(lambda: started_workers(bridge) == 2, PROMPTLY_S), bridge.log.read_text()
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    """Whether `condition` came true within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)  # another process's progress, seen in its log: nothing to await across
-    return True
+    assert eventually(lambda: started_workers(bridge) == 2, PROMPTLY_S), bridge.log.read_text()
 
 
 def polling(bridge: BridgeProcess) -> bool:
@@ -122,7 +113,7 @@ def test_sigterm_drains_every_worker_then_the_bridge_exits_cleanly(
         waiting = pool.submit(
             httpx.post, f"{workers.url}/v1/tasks/poll", json=body, headers=AUTH, timeout=40
         )
-        assert wait_for(lambda: polling(workers), PROMPTLY_S)
+        assert eventually(lambda: polling(workers), PROMPTLY_S)
         started = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)
         answer = waiting.result(timeout=PROMPTLY_S)
@@ -189,7 +180,7 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(workers: BridgePro
     workers.process.wait()
 
     try:
-        assert wait_for(lambda: not any(map(running, pids)), STOPPED_WITHIN_S)
+        assert eventually(lambda: not any(map(running, pids)), STOPPED_WITHIN_S)
     finally:
         for pid in filter(running, pids):
             os.kill(pid, signal.SIGKILL)

@@ -270,12 +270,12 @@ async def _unless_the_client_leaves(
     gone = Flag()
     watcher = _watch_departure(request, gone)
     waiting = asyncio.ensure_future(resolving)
-    interruptions = (asyncio.ensure_future(gone.wait()), asyncio.ensure_future(drain.wait()))
+    # The flags' futures are watched, never cancelled: each is shared by all who wait on it.
+    watched: set[asyncio.Future[Any]] = {waiting, gone.future(), drain.when_begun()}
     try:
-        await asyncio.wait({waiting, *interruptions}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for interruption in (watcher, *interruptions):
-            interruption.cancel()
+        watcher.cancel()
     if waiting.done():
         return waiting.result()
     waiting.cancel()
