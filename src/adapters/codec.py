@@ -32,6 +32,7 @@ T = TypeVar("T")
 WIRE_TYPES: Final = (TaskPayload, Event, StepFailed, WorkerRegistration, PolledTask)
 _RAW_FIELDS_CACHE: dict[type[Any], frozenset[str]] = {}
 _FRACTION: Final = re.compile(r"\.(\d+)")
+_UTC_OFFSET: Final = "+00:00"
 _AS_IS: Final = frozenset({str, int, bool, type(None)})
 """Values that unstructure as themselves: encoded without asking the converter."""
 
@@ -45,10 +46,13 @@ class DecodeError(ValueError):
 
 
 def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC as Go's RFC3339Nano writes it: trailing zeros of the fraction dropped."""
-    naive = moment.astimezone(UTC).replace(tzinfo=None)
-    text = naive.isoformat(timespec="microseconds").rstrip("0").rstrip(".")
-    return f"{text}Z"
+    """RFC 3339 in UTC as Go's RFC3339Nano writes it: trailing zeros of the fraction dropped.
+
+    Several a task, so the usual case, a moment already in UTC, converts nothing (half the
+    cost)."""
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    text = utc.isoformat(timespec="microseconds").removesuffix(_UTC_OFFSET)
+    return f"{text.rstrip('0').rstrip('.')}Z"
 
 
 def parse_timestamp(text: str) -> datetime:

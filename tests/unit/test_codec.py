@@ -221,6 +221,23 @@ def test_format_timestamp_writes_the_go_zero_time_with_four_year_digits() -> Non
     assert text == "0001-01-01T00:00:00Z"
 
 
+@given(
+    # Hypothesis's bounds are naive; the test gives each moment its zone.
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),  # noqa: DTZ001
+    st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)),
+    st.sampled_from(["", "GMT", "local"]),
+)
+def test_format_timestamp_writes_any_zone_as_the_same_moment_in_utc(
+    wall: datetime, offset: timedelta, name: str
+) -> None:
+    moment = wall.replace(tzinfo=timezone(offset, name) if name else timezone(offset))
+
+    text = format_timestamp(moment)
+
+    assert text == format_timestamp(moment.astimezone(UTC))
+    assert parse_timestamp(text) == moment
+
+
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
