@@ -3,12 +3,19 @@ later), never 500. The exceptions are built as nats-py builds them from a server
 
 from __future__ import annotations
 
+import asyncio
+
 import nats.errors
 import nats.js.errors
 import pytest
 
 from adapters.nats.errors import translated
-from domain.errors import BackendError, BackendUnavailableError, DomainError
+from domain.errors import (
+    BackendError,
+    BackendUnavailableError,
+    DomainError,
+    PayloadTooLargeError,
+)
 
 
 def from_server(code: int, err_code: int, description: str) -> nats.js.errors.APIError:
@@ -70,3 +77,28 @@ def test_other_api_errors_stay_faults_and_keep_their_description(exc: Exception)
 
     assert type(translated_error) is BackendError
     assert str(exc) in str(translated_error)
+
+
+def test_a_payload_over_max_payload_is_too_large() -> None:
+    too_large = nats.errors.MaxPayloadError()
+
+    translated_error = raised_through_translated(too_large)
+
+    assert isinstance(translated_error, PayloadTooLargeError)
+    assert str(translated_error) == "resolve t1: larger than the NATS server's max_payload"
+
+
+def test_the_nats_fault_is_the_cause_of_its_domain_error() -> None:
+    timeout = nats.errors.TimeoutError()
+
+    translated_error = raised_through_translated(timeout)
+
+    assert translated_error.__cause__ is timeout
+
+
+@pytest.mark.parametrize("exc", [ValueError("not NATS"), asyncio.CancelledError()], ids=repr)
+def test_what_is_not_a_nats_fault_goes_on_as_it_is(exc: BaseException) -> None:
+    with pytest.raises(type(exc)) as caught, translated("resolve t1"):
+        raise exc
+
+    assert caught.value is exc
