@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -45,6 +47,8 @@ def restored_root() -> Iterator[None]:
     root.setLevel(level)
 
 
+YEAR_2100 = 4_102_444_800.0
+RFC3339_MILLIS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 ENCODERS = pytest.mark.parametrize("encode", [stdlib_json, msgspec_json])
 """The supervisor's and the workers'."""
 
@@ -73,6 +77,24 @@ def test_a_json_line_carries_the_extra_fields_as_keys_and_leaves_out_the_empty_o
     assert line["duration_ms"] == 1.5
     assert "worker_id" not in line
     assert "color_message" not in line
+
+
+@given(st.lists(st.floats(min_value=0, max_value=YEAR_2100), min_size=1, max_size=20))
+def test_a_json_lines_time_is_its_records_moment_to_the_millisecond_in_utc(
+    moments: list[float],
+) -> None:
+    formatter = JsonFormatter()
+    for created in sorted(moments):
+        record = a_record("tick")
+        record.created = created
+
+        shown = json.loads(formatter.format(record))["time"]
+
+        assert shown == json.loads(JsonFormatter().format(record))["time"]
+        assert RFC3339_MILLIS_UTC.fullmatch(shown), shown
+        exact = datetime.fromtimestamp(created, UTC)
+        assert -timedelta(microseconds=1) <= exact - datetime.fromisoformat(shown)
+        assert exact - datetime.fromisoformat(shown) <= timedelta(milliseconds=1)
 
 
 @ENCODERS
