@@ -184,14 +184,25 @@ def decode(data: bytes, cls: type[T]) -> T:
     A JSON `null` body reads as an empty object (every field at its default), as Go's decoder
     does. Unknown fields are ignored.
     """
+    return structure(read_fields(data, cls), cls)
+
+
+def read_fields(data: bytes, cls: type[T]) -> dict[str, Any]:
+    """`decode`'s first half: a JSON object's fields, `cls`'s raw ones as they came. Read once,
+    they can be structured as more than one type whose raw fields are among `cls`'s."""
     try:
         top = msgspec.json.decode(data, type=dict[str, msgspec.Raw] | None)
     except msgspec.DecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
     except msgspec.ValidationError:
         raise DecodeError("invalid JSON: expected an object") from None
+    return _plain_fields(top or {}, _raw_fields(cls))
+
+
+def structure(fields: dict[str, Any], cls: type[T]) -> T:
+    """`decode`'s second half: the fields `read_fields` read, as `cls`."""
     try:
-        return _CONVERTER.structure(_plain_fields(top or {}, _raw_fields(cls)), cls)
+        return _CONVERTER.structure(fields, cls)
     except ClassValidationError as exc:
         raise _field_error(exc) from None
 

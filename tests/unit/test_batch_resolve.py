@@ -119,6 +119,8 @@ async def test_two_terminal_actions_on_one_task_let_exactly_one_win(
             "cannot be batched",
         ),
         ('[{"task_id":"a.b","action":5}]', "[0].action", "item 0"),
+        ('[{"task_id":"a.b","action":"heartbeat"},{"task_id":5}]', "[1].task_id", "item 1"),
+        ('[{"task_id":"","action":"heartbeat"}]', "[0].task_id", "task_id is required"),
         (json.dumps([{"task_id": "a.b", "action": "heartbeat"}] * 257), None, "at most 256"),
     ],
 )

@@ -18,7 +18,7 @@ from litestar import Request, post
 from litestar.params import RawBody
 from litestar.response import Response
 
-from adapters.codec import DecodeError, decode
+from adapters.codec import DecodeError, read_fields, structure
 from adapters.http.bodies import read_json_list
 from adapters.http.deps import Injected
 from adapters.http.openapi import (
@@ -43,7 +43,8 @@ WAITS: Final = "wait_signal"
 
 @attrs.frozen
 class _Addressed:
-    """The item's task; the rest of the item is its resolve body."""
+    """The item's task; the rest of the item is its resolve body. No raw field: it is
+    structured from the fields read for ResolveRequest."""
 
     task_id: str = ""
 
@@ -58,8 +59,9 @@ def read_batch(body: bytes) -> list[tuple[TaskId, ResolveRequest]]:
 
 def _item(index: int, item: bytes) -> tuple[TaskId, ResolveRequest]:
     try:
-        task_id = decode(item, _Addressed).task_id
-        request = decode(item, ResolveRequest)
+        fields = read_fields(item, ResolveRequest)
+        task_id = structure(fields, _Addressed).task_id
+        request = structure(fields, ResolveRequest)
     except DecodeError as exc:
         raise DecodeError(f"item {index}: {exc}", _field(index, exc.field)) from None
     if not task_id:
