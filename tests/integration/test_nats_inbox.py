@@ -61,10 +61,42 @@ async def test_an_unanswered_request_times_out_and_the_next_is_answered(
     silent = f"silent.{bucket_name('inbox')}"
     subscription = await nats_client.subscribe(silent, cb=never_answer)
     inbox = Inbox(nats_client)
+    loop = asyncio.get_running_loop()
     try:
+        sent = loop.time()
         with pytest.raises(nats.errors.TimeoutError):
             await inbox.request(silent, b"", timeout=0.1)
+        waited = loop.time() - sent
     finally:
         await subscription.unsubscribe()
     assert heard.is_set()
+    assert waited >= 0.1
+    assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"
+
+
+async def test_waiting_requests_time_out_each_at_its_own_time_while_others_are_answered(
+    nats_client: NatsClient, echo: str
+) -> None:
+    silent = f"silent.{bucket_name('inbox')}"
+    inbox = Inbox(nats_client)
+    loop = asyncio.get_running_loop()
+    timed_out: dict[float, float] = {}
+
+    async def unanswered(timeout: float) -> None:
+        sent = loop.time()
+        with pytest.raises(nats.errors.TimeoutError):
+            await inbox.request(silent, b"", timeout=timeout)
+        timed_out[timeout] = loop.time() - sent
+
+    subscription = await nats_client.subscribe(silent)
+    try:
+        waiting = [asyncio.create_task(unanswered(timeout)) for timeout in (0.6, 0.1, 0.3)]
+        answered = [await inbox.request(echo, b"%d" % n, timeout=5) for n in range(20)]
+        await asyncio.gather(*waiting)
+    finally:
+        await subscription.unsubscribe()
+
+    assert [reply.data for reply in answered] == [b"%d" % n for n in range(20)]
+    assert all(took >= timeout for timeout, took in timed_out.items()), timed_out
+    assert sorted(timed_out, key=timed_out.__getitem__) == [0.1, 0.3, 0.6]
     assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"

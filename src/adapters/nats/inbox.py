@@ -3,15 +3,17 @@
 
 nats-py's request pays, per request, for a NUID and two bytes of `os.urandom` (a system
 call) for the reply token, a done-callback closure and `asyncio.wait_for`. An `Inbox` pays
-for a counter and one timer. It answers as `Client.request` does: the reply, nats'
-NoRespondersError when nobody listens on the subject, nats' TimeoutError after `timeout`.
+for a counter and its deadline's entry; one timer, while any request waits, times out
+those past their deadline. It answers as `Client.request` does: the reply, nats'
+NoRespondersError when nobody listens on the subject, nats' TimeoutError after `timeout`
+(up to SWEEP_S later).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from nats.aio.client import Client as NatsClient
@@ -21,6 +23,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from adapters.nats.jsapi import NO_RESPONDERS, STATUS_HEADER
+
+SWEEP_S: Final = 0.05
+"""How often, while a request waits, the requests past their deadline are timed out. A timer
+a request (call_later and cancel, 2 µs) cost more than the rest of its bookkeeping, seven
+times a task; the requests' timeouts are seconds, for faults."""
 
 
 @attrs.define
@@ -33,6 +40,9 @@ class Inbox:
     _prefix: str = attrs.field(init=False)
     _subscribing: asyncio.Task[Subscription] | None = attrs.field(init=False, default=None)
     _waiting: dict[str, asyncio.Future[Msg]] = attrs.field(init=False, factory=dict)
+    _deadlines: dict[str, float] = attrs.field(init=False, factory=dict)
+    """The loop's time by which each sent request's reply is due."""
+    _sweep: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
     _tokens: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
 
     def __attrs_post_init__(self) -> None:
@@ -54,17 +64,17 @@ class Inbox:
         # Waiting before the publish goes out, so that no reply can come unawaited; timed
         # from after it, as nats-py times a request.
         self._waiting[token] = reply
-        expiry: asyncio.TimerHandle | None = None
         try:
             await self.connection.publish(
                 subject, payload, reply=self._prefix + token, headers=headers
             )
-            expiry = loop.call_later(timeout, self._expire, token)
+            self._deadlines[token] = loop.time() + timeout
+            if self._sweep is None:
+                self._sweep = loop.call_later(SWEEP_S, self._expire_due, loop)
             msg = await reply
         finally:
-            if expiry is not None:
-                expiry.cancel()
             self._waiting.pop(token, None)
+            self._deadlines.pop(token, None)
             if reply.done() and not reply.cancelled():
                 reply.exception()  # a timeout that lost the race to a cancellation: not logged
         if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
@@ -92,7 +102,12 @@ class Inbox:
         if reply is not None and not reply.done():
             reply.set_result(msg)
 
-    def _expire(self, token: str) -> None:
-        reply = self._waiting.pop(token, None)
-        if reply is not None and not reply.done():
-            reply.set_exception(NatsTimeoutError())
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time out the requests past their deadline; look again in SWEEP_S while any waits."""
+        now = loop.time()
+        for token in [token for token, due in self._deadlines.items() if due <= now]:
+            del self._deadlines[token]
+            reply = self._waiting.pop(token, None)
+            if reply is not None and not reply.done():
+                reply.set_exception(NatsTimeoutError())
+        self._sweep = loop.call_later(SWEEP_S, self._expire_due, loop) if self._deadlines else None
