@@ -178,6 +178,7 @@ class Container(containers.DeclarativeContainer):
         tracer=tracer,
         locks=task_locks,
         telemetry=telemetry,
+        drain=drain,
     )
     release_leases = providers.Singleton(
         DrainingRelease,

@@ -66,6 +66,7 @@ from domain.services.actions import (
     WaitSignal,
     parse_action,
 )
+from domain.services.drain import Drain
 from domain.services.locks import KeyedLocks
 from domain.services.settling import event_recorded, terminal_msg_id
 from domain.telemetry import NO_TELEMETRY, Outcome, ResolveNotes, report_resolve
@@ -107,6 +108,9 @@ class ResolveService:
     locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     """Per task id; shared with the lease release, so neither interleaves with the other."""
     telemetry: Telemetry = NO_TELEMETRY
+    drain: Drain = attrs.field(factory=Drain)
+    """The process's drain, to which a waiting wait_signal gives way: its route answers 503,
+    and the worker waits again on another replica."""
 
     async def __call__(
         self, task_id: TaskId, request: ResolveRequest, trace: TraceContext | None = None
