@@ -19,6 +19,7 @@ from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, DomainError, LeaseRevisionError
 from domain.models import KvEntry, Lease, LeaseId, LeaseState, TaskId, WorkerId
 from domain.ports import Clock
+from domain.services import together
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class NatsLeaseStore:
             revision = await stored
         else:
             indexed = kv.put(held_key(lease.worker_id, lease.task_id, lease.lease_id), b"")
-            revision, _ = await asyncio.gather(stored, indexed)
+            revision, _ = await together.results(stored, indexed)
         return self._remember(attrs.evolve(lease, revision=revision))
 
     async def replace(self, lease: Lease) -> Lease:
@@ -129,7 +130,7 @@ class NatsLeaseStore:
         if upkeep is None:
             revision = await updated
         else:
-            revision, _ = await asyncio.gather(updated, upkeep)
+            revision, _ = await together.results(updated, upkeep)
         if revision is None:
             self._known.pop(lease.task_id, None)
             raise LeaseRevisionError(lease.task_id)

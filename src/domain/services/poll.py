@@ -48,6 +48,7 @@ from domain.protocol import (
     is_valid_attempt,
     poll_room,
 )
+from domain.services import together
 from domain.services.drain import Drain
 from domain.services.flag import Flag
 from domain.services.locks import KeyedLocks
@@ -304,9 +305,7 @@ class PollService:
             types.remove(task_type)
             faults.append(exc)
             return []
-        outcomes = await asyncio.gather(
-            *(self._dispatch(d, worker_id) for d in deliveries), return_exceptions=True
-        )
+        outcomes = await together.outcomes(*(self._dispatch(d, worker_id) for d in deliveries))
         taken = [o for o in outcomes if isinstance(o, PolledTask)]
         unexpected = [
             o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, DomainError)
@@ -427,11 +426,10 @@ class PollService:
         redelivery after DISPATCH_FAILURE_DELAY (a step.started already out is then followed
         by another attempt's, as when an answer never reaches its poller).
         """
-        stored, published, checkpoint = await asyncio.gather(
+        stored, published, checkpoint = await together.outcomes(
             self.leases.put(lease),
             self.events.append(self._started(lease)),
             self._saved_checkpoint(lease),
-            return_exceptions=True,
         )
         for outcome in (stored, published, checkpoint):
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
@@ -51,6 +50,7 @@ from domain.protocol import (
     event_msg_id,
     pause_marker,
 )
+from domain.services import together
 from domain.services.actions import (
     TERMINAL_ACTIONS,
     Checkpoint,
@@ -229,10 +229,8 @@ class ResolveService:
                 raise
             await self.leases.replace(settled)
             return Resolution(action=action.action)
-        delivered, marked = await asyncio.gather(
-            self._settle_delivery(claimed, action),
-            self.leases.replace(settled),
-            return_exceptions=True,
+        delivered, marked = await together.outcomes(
+            self._settle_delivery(claimed, action), self.leases.replace(settled)
         )
         for outcome in (delivered, marked):
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
