@@ -10,10 +10,13 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from adapters.nats.inbox import Inbox
+from adapters.nats.inbox import SWEEP_S, Inbox
 from tests.integration.kv_helpers import bucket_name
 
 pytestmark = pytest.mark.integration
+
+LOADED_SLACK_S = 1.0
+"""What a loaded machine may add to a timeout's sweep before the request's task runs again."""
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ async def test_an_unanswered_request_times_out_and_the_next_is_answered(
     finally:
         await subscription.unsubscribe()
     assert heard.is_set()
-    assert waited >= 0.1
+    assert 0.1 <= waited <= 0.1 + SWEEP_S + LOADED_SLACK_S
     assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"
 
 
@@ -97,6 +100,8 @@ async def test_waiting_requests_time_out_each_at_its_own_time_while_others_are_a
         await subscription.unsubscribe()
 
     assert [reply.data for reply in answered] == [b"%d" % n for n in range(20)]
-    assert all(took >= timeout for timeout, took in timed_out.items()), timed_out
+    assert all(
+        timeout <= took <= timeout + SWEEP_S + LOADED_SLACK_S for timeout, took in timed_out.items()
+    ), timed_out
     assert sorted(timed_out, key=timed_out.__getitem__) == [0.1, 0.3, 0.6]
     assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"

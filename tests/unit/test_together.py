@@ -96,3 +96,44 @@ async def test_a_cancelled_caller_cancels_the_operations_and_they_end_before_it(
 
 async def test_nothing_to_await_is_no_outcome() -> None:
     assert await outcomes() == ()
+
+
+async def test_an_operation_cancelled_on_its_own_is_an_outcome_as_with_gather() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def cancelled_by_its_library() -> None:
+        dropped: asyncio.Future[None] = loop.create_future()
+        dropped.cancel()
+        await dropped
+
+    async def fine() -> str:
+        return "ok"
+
+    found = await outcomes(fine(), cancelled_by_its_library())
+    gathered = await asyncio.gather(fine(), cancelled_by_its_library(), return_exceptions=True)
+
+    assert found[0] == gathered[0] == "ok"
+    assert isinstance(found[1], asyncio.CancelledError)
+    assert isinstance(gathered[1], asyncio.CancelledError)
+
+
+async def test_a_cancellation_an_operation_swallows_still_cancels_the_caller() -> None:
+    running = asyncio.Event()
+
+    async def stubborn() -> str:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "woken"
+
+    async def quick() -> str:
+        return "quick"
+
+    caller = asyncio.ensure_future(outcomes(stubborn(), quick()))
+    await running.wait()
+    caller.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await caller

@@ -110,7 +110,8 @@ class ResolveService:
     telemetry: Telemetry = NO_TELEMETRY
     drain: Drain = attrs.field(factory=Drain)
     """The process's drain, to which a waiting wait_signal gives way: its route answers 503,
-    and the worker waits again on another replica."""
+    and the worker waits again on another replica. The container passes the process's one;
+    the default, which never begins, serves use cases built without a drain."""
 
     async def __call__(
         self, task_id: TaskId, request: ResolveRequest, trace: TraceContext | None = None

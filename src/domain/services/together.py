@@ -21,24 +21,27 @@ C = TypeVar("C")
 @overload
 async def outcomes(
     first: Awaitable[A], second: Awaitable[B], /
-) -> tuple[A | Exception, B | Exception]: ...
+) -> tuple[A | BaseException, B | BaseException]: ...
 
 
 @overload
 async def outcomes(
     first: Awaitable[A], second: Awaitable[B], third: Awaitable[C], /
-) -> tuple[A | Exception, B | Exception, C | Exception]: ...
+) -> tuple[A | BaseException, B | BaseException, C | BaseException]: ...
 
 
 @overload
-async def outcomes(*awaitables: Awaitable[A]) -> tuple[A | Exception, ...]: ...
+async def outcomes(*awaitables: Awaitable[A]) -> tuple[A | BaseException, ...]: ...
 
 
 async def outcomes(*awaitables: Awaitable[Any]) -> tuple[Any, ...]:
-    """Each operation's result, or the Exception it raised, in the order given: as
-    `gather(..., return_exceptions=True)` answers. Anything else (a cancellation) is raised."""
+    """Each operation's result, or the exception it raised, in the order given: as
+    `gather(..., return_exceptions=True)` answers. An operation cancelled on its own is an
+    outcome too; a cancellation of the caller is raised, even one an operation swallowed."""
     if not awaitables:
         return ()
+    caller = asyncio.current_task()
+    cancels = 0 if caller is None else caller.cancelling()
     first, *others = awaitables
     started = [asyncio.ensure_future(other) for other in others]
     found: list[Any] = []
@@ -46,8 +49,10 @@ async def outcomes(*awaitables: Awaitable[Any]) -> tuple[Any, ...]:
         for operation in (first, *started):
             try:
                 found.append(await operation)
-            except Exception as exc:  # handed to the caller, as gather does
+            except (Exception, asyncio.CancelledError) as exc:  # handed over, as gather does
                 found.append(exc)
+            if caller is not None and caller.cancelling() > cancels:
+                raise asyncio.CancelledError
     except BaseException:
         for task in started:
             task.cancel()
@@ -68,9 +73,10 @@ async def results(
 
 
 async def results(*awaitables: Awaitable[Any]) -> tuple[Any, ...]:
-    """Each operation's result; once all have ended, the first one's exception that failed."""
+    """Each operation's result; once all have ended, the exception of the first one (in the
+    order given) that failed."""
     found = await outcomes(*awaitables)
     for outcome in found:
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, BaseException):
             raise outcome
     return found
