@@ -60,7 +60,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (RFC 3339 UTC), level, logger, message, the extras.
 
     Two lines a task: the time's text up to the second is kept from the line before, and
-    the extras are read in the one pass that names them, which halve a line's formatting."""
+    the extras are read in the one pass that names them, which take a third off its
+    formatting."""
 
     def __init__(self, encode: JsonEncoder = stdlib_json) -> None:
         super().__init__()
