@@ -198,14 +198,15 @@ def test_an_unknown_level_is_refused() -> None:
 
 
 @pytest.mark.usefixtures("restored_root")
-def test_configured_records_skip_the_caller_thread_and_process_no_line_shows() -> None:
-    records: list[logging.LogRecord] = []
+def test_configured_records_skip_the_caller_thread_and_process_no_line_shows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     configure_logging("info", LogFormat.JSON, io.StringIO())
-    logging.getLogger().addHandler(CapturingHandler(records))
+    logging.getLogger().addHandler(caplog.handler)  # configure_logging replaced the root's
 
     logging.getLogger("dagnats_bridge").info("hello")
 
-    (record,) = records
+    (record,) = caplog.records
     assert (record.funcName, record.lineno) == ("(unknown function)", 0)
     assert (record.thread, record.threadName, record.process, record.processName) == (
         None,
@@ -213,12 +214,3 @@ def test_configured_records_skip_the_caller_thread_and_process_no_line_shows() -
         None,
         None,
     )
-
-
-class CapturingHandler(logging.Handler):
-    def __init__(self, records: list[logging.LogRecord]) -> None:
-        super().__init__()
-        self.records = records
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
