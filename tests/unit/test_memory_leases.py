@@ -6,6 +6,8 @@ tests/integration/test_lease_store_contract.py.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import attrs
 import pytest
 
@@ -37,3 +39,18 @@ async def test_replace_stores_the_lease_with_the_next_store_revision(
 
     assert replaced.revision == stored.revision + 1
     assert await store.get(TASK) == replaced
+
+
+async def test_a_write_forgets_the_leases_whose_deadline_has_come_and_only_those() -> None:
+    clock = ManualClock()
+    store = MemoryLeaseStore(clock)
+    short = await store.put(lease("lease-1", task_id=TaskId("run-1.short")))
+    extended = await store.put(lease("lease-2", task_id=TaskId("run-1.extended")))
+    extended = await store.replace(
+        attrs.evolve(extended, deadline=extended.deadline + timedelta(minutes=5))
+    )
+    clock.advance(short.deadline - clock.now())
+
+    await store.put(lease("lease-3", task_id=TaskId("run-1.new")))
+
+    assert set(store._leases) == {TaskId("run-1.extended"), TaskId("run-1.new")}
