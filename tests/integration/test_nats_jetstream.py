@@ -127,17 +127,17 @@ async def test_kv_writes_through_it_keep_nats_pys_errors(nats_client: NatsClient
 def read(result: object) -> tuple[str, Any]:
     """A message as what a KV read uses of it; an error as its type."""
     if isinstance(result, RawStreamMsg):
-        headers = result.headers or {}
-        marker = headers.get("KV-Operation")
-        return ("msg", (result.subject, result.seq, result.data, result.time, marker))
+        return ("msg", (result.subject, result.seq, result.data, result.time, result.headers))
     return ("raised", type(result).__name__)
 
 
-async def both_reads(nats_client: NatsClient, stream: str, subject: str) -> list[tuple[str, Any]]:
+async def both_reads(
+    nats_client: NatsClient, stream: str, subject: str, *, direct: bool = True
+) -> list[tuple[str, Any]]:
     results = []
     for js in (nats_client.jetstream(), JetStream(nats_client)):
         try:
-            results.append(read(await js.get_msg(stream, subject=subject, direct=True)))
+            results.append(read(await js.get_msg(stream, subject=subject, direct=direct)))
         except Exception as exc:
             results.append(read(exc))
     return results
@@ -164,7 +164,42 @@ async def test_a_direct_read_of_a_key_answers_as_nats_pys_does(nats_client: Nats
     assert kept[0] == kept[1]
     assert kept[1][1][1:3] == (revision, b"latest")
     assert deleted[0] == deleted[1]
-    assert deleted[1][1][4] == "DEL"
+    assert deleted[1][1][4]["KV-Operation"] == "DEL"
     assert absent == [("raised", "NotFoundError")] * 2
     assert no_stream == [("raised", "NoRespondersError")] * 2
+    assert bad_name == [("raised", "ValueError")] * 2
+
+
+async def test_a_read_of_a_key_without_direct_gets_answers_as_nats_pys_does(
+    nats_client: NatsClient,
+) -> None:
+    js = nats_client.jetstream()
+    name = bucket_name("apireads")
+    bucket = await js.create_key_value(KeyValueConfig(bucket=name, direct=False))
+    stream, subject = f"KV_{name}", f"$KV.{name}"
+    try:
+        await bucket.put("k", b"first")
+        revision = await bucket.put("k", b"latest")
+        await js.publish(f"{subject}.headed", b"", headers={"A": "1", "B-Two": " spaced : x "})
+        await bucket.put("gone", b"1")
+        await bucket.delete("gone")
+
+        kept = await both_reads(nats_client, stream, f"{subject}.k", direct=False)
+        headed = await both_reads(nats_client, stream, f"{subject}.headed", direct=False)
+        deleted = await both_reads(nats_client, stream, f"{subject}.gone", direct=False)
+        absent = await both_reads(nats_client, stream, f"{subject}.never", direct=False)
+    finally:
+        await js.delete_key_value(name)
+    no_stream = await both_reads(nats_client, "KV_NOBODY", "$KV.NOBODY.k", direct=False)
+    bad_name = await both_reads(nats_client, "KV.bad", "$KV.bad.k", direct=False)
+
+    assert kept[0] == kept[1]
+    assert kept[1][1][1:3] == (revision, b"latest")
+    assert headed[0] == headed[1]
+    _, (_, _, no_data, _, headers) = headed[1]
+    assert (no_data, headers) == (None, {"A": "1", "B-Two": "spaced : x"})
+    assert deleted[0] == deleted[1]
+    assert deleted[1][1][4]["KV-Operation"] == "DEL"
+    assert absent == [("raised", "NotFoundError")] * 2
+    assert no_stream == [("raised", "NotFoundError")] * 2
     assert bad_name == [("raised", "ValueError")] * 2
