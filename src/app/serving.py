@@ -87,6 +87,7 @@ def _collect_the_young_generation_less_often() -> None:
     aged the in-flight objects into the older generations, which were then collected too.
     8,000 tasks in one process, polled 10 at a time: 261 young collections, 3 % of the CPU;
     100 at a time: 1,000 young, 90 middle and 9 full ones, 18 %. At 10,000: 1 and 8 young
-    ones, under 1 %. Garbage in cycles still starts a collection, a little later."""
+    ones, under 1 %. They freed next to nothing: a busy bridge makes 0.015 objects of
+    garbage in cycles a task. Garbage in cycles still starts a collection, a little later."""
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
