@@ -132,10 +132,17 @@ def read(result: object) -> tuple[str, Any]:
 
 
 async def both_reads(
-    nats_client: NatsClient, stream: str, subject: str, *, direct: bool = True
+    nats_client: NatsClient,
+    stream: str,
+    subject: str,
+    *,
+    direct: bool = True,
+    api_prefix: str | None = None,
 ) -> list[tuple[str, Any]]:
     results = []
     for js in (nats_client.jetstream(), JetStream(nats_client)):
+        if api_prefix is not None:
+            js._prefix = api_prefix  # where nats-py sends JetStream API requests
         try:
             results.append(read(await js.get_msg(stream, subject=subject, direct=direct)))
         except Exception as exc:
@@ -180,7 +187,7 @@ async def test_a_read_of_a_key_without_direct_gets_answers_as_nats_pys_does(
     try:
         await bucket.put("k", b"first")
         revision = await bucket.put("k", b"latest")
-        await js.publish(f"{subject}.headed", b"", headers={"A": "1", "B-Two": " spaced : x "})
+        await js.publish(f"{subject}.headed", b"", headers={"A": "1", "B-Two": "x: y"})
         await bucket.put("gone", b"1")
         await bucket.delete("gone")
 
@@ -191,15 +198,19 @@ async def test_a_read_of_a_key_without_direct_gets_answers_as_nats_pys_does(
     finally:
         await js.delete_key_value(name)
     no_stream = await both_reads(nats_client, "KV_NOBODY", "$KV.NOBODY.k", direct=False)
+    no_api = await both_reads(
+        nats_client, stream, f"{subject}.k", direct=False, api_prefix="$JS.nobody.API"
+    )
     bad_name = await both_reads(nats_client, "KV.bad", "$KV.bad.k", direct=False)
 
     assert kept[0] == kept[1]
     assert kept[1][1][1:3] == (revision, b"latest")
     assert headed[0] == headed[1]
     _, (_, _, no_data, _, headers) = headed[1]
-    assert (no_data, headers) == (None, {"A": "1", "B-Two": "spaced : x"})
+    assert (no_data, headers) == (None, {"A": "1", "B-Two": "x: y"})
     assert deleted[0] == deleted[1]
     assert deleted[1][1][4]["KV-Operation"] == "DEL"
     assert absent == [("raised", "NotFoundError")] * 2
     assert no_stream == [("raised", "NotFoundError")] * 2
+    assert no_api == [("raised", "ServiceUnavailableError")] * 2
     assert bad_name == [("raised", "ValueError")] * 2

@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from adapters.memory.clock import ManualClock
-from adapters.memory.leases import MemoryLeaseStore
+from adapters.memory.leases import EXPIRIES_MINIMUM, EXPIRIES_SLACK, MemoryLeaseStore
 from domain.models import LeaseState, TaskId
 from tests.lease_builders import TASK, lease
 
@@ -54,3 +54,16 @@ async def test_a_write_forgets_the_leases_whose_deadline_has_come_and_only_those
     await store.put(lease("lease-3", task_id=TaskId("run-1.new")))
 
     assert set(store._leases) == {TaskId("run-1.extended"), TaskId("run-1.new")}
+
+
+async def test_the_expiry_heap_stays_within_a_few_entries_a_lease_whatever_the_writes() -> None:
+    store = MemoryLeaseStore(ManualClock())
+    held = await store.put(lease())
+    for _ in range(1_000):
+        held = await store.replace(attrs.evolve(held, deadline=held.deadline + timedelta(1)))
+    for number in range(1_000):
+        other = await store.put(lease(f"lease-{number}", task_id=TaskId(f"run-1.t{number}")))
+        await store.delete(other.task_id, other.lease_id)
+
+    assert len(store._expiries) <= EXPIRIES_SLACK * 1 + EXPIRIES_MINIMUM + 1
+    assert await store.get(TASK) == held

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import heapq
 from datetime import datetime
+from typing import Final
 
 import attrs
 
 from domain.errors import LeaseRevisionError
 from domain.models import Lease, LeaseState, TaskId, WorkerId
 from domain.ports import Clock
+
+EXPIRIES_SLACK: Final = 2
+EXPIRIES_MINIMUM: Final = 64
+"""The expiry heap is rebuilt once it holds more than SLACK entries a stored lease, plus
+MINIMUM: a rebuild, which costs what the store holds, comes after at least as many writes."""
 
 
 @attrs.define
@@ -28,7 +34,8 @@ class MemoryLeaseStore:
     _expiries: list[tuple[datetime, int, TaskId]] = attrs.field(init=False, factory=list)
     """A heap of (deadline, revision, task) for every lease stored: the leases whose deadline
     has come are forgotten from its top, an entry whose revision is no longer the stored one
-    passed over."""
+    passed over. Rebuilt from the stored leases when such entries make up most of it, so it
+    stays within a few times the store whatever the writes (extensions, deletes)."""
 
     async def get(self, task_id: TaskId) -> Lease | None:
         return self._live(task_id)
@@ -82,6 +89,8 @@ class MemoryLeaseStore:
         stored = attrs.evolve(lease, revision=self._revision)
         self._leases[lease.task_id] = stored
         heapq.heappush(self._expiries, (stored.deadline, stored.revision, stored.task_id))
+        if len(self._expiries) > EXPIRIES_SLACK * len(self._leases) + EXPIRIES_MINIMUM:
+            self._rebuild_expiries()
         if stored.worker_id is not None:
             self._by_worker.setdefault(stored.worker_id, set()).add(stored.task_id)
         return stored
@@ -94,6 +103,10 @@ class MemoryLeaseStore:
         tasks.discard(task_id)
         if not tasks:
             del self._by_worker[removed.worker_id]
+
+    def _rebuild_expiries(self) -> None:
+        self._expiries = [(lease.deadline, lease.revision, t) for t, lease in self._leases.items()]
+        heapq.heapify(self._expiries)
 
     def _forget_expired(self) -> None:
         """Settled leases are never deleted, only left to expire, so drop them to stay bounded

@@ -135,8 +135,8 @@ class _MessageGetAnswer(msgspec.Struct):
 
 
 def _stored_message(answer: _MessageGetAnswer) -> api.RawStreamMsg:
-    """The message as nats-py's non-direct get gives it: no data is None, and so are no
-    headers."""
+    """The message as nats-py's non-direct get gives it (no data is None, and so are no
+    headers), but for `hdrs`, nats-py's base64 text of the headers, which is left None."""
     if answer.error is not None:
         raise nats.js.errors.APIError.from_error(answer.error)
     if answer.message is None:
