@@ -145,11 +145,12 @@ ROUND_TRIPS: list[tuple[type[Any], st.SearchStrategy[Any]]] = [
     (PolledTask, polled_tasks),
     (Event, raw_payload_events),
 ]
-
-
-@pytest.mark.parametrize(
+each_wire_type = pytest.mark.parametrize(
     ("wire_type", "values"), ROUND_TRIPS, ids=[kind.__name__ for kind, _ in ROUND_TRIPS]
 )
+
+
+@each_wire_type
 @given(data=st.data())
 def test_every_wire_type_round_trips(
     wire_type: type[Any], values: st.SearchStrategy[Any], data: st.DataObject
@@ -161,9 +162,7 @@ def test_every_wire_type_round_trips(
     assert decoded == value
 
 
-@pytest.mark.parametrize(
-    ("wire_type", "values"), ROUND_TRIPS, ids=[kind.__name__ for kind, _ in ROUND_TRIPS]
-)
+@each_wire_type
 @given(data=st.data())
 def test_a_wire_value_encodes_the_fields_off_their_default_in_field_order(
     wire_type: type[Any], values: st.SearchStrategy[Any], data: st.DataObject
