@@ -151,6 +151,11 @@ class KeyValue(Protocol):
 
     async def get(self, key: str) -> KvEntry | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> dict[str, KvEntry]:
+        """The values of those of `keys` that have one, by key, read together: one round
+        trip where the backend can."""
+        ...
+
     async def put(self, key: str, value: bytes) -> int:
         """Store the value and return its revision."""
         ...

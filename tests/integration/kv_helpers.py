@@ -9,8 +9,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 from nats.js.api import KeyValueConfig
-from nats.js.client import JetStreamContext
 
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import WATCH_IDLE, NatsKeyValue, open_bucket
 
 POLL_INTERVAL_S = 0.02
@@ -22,7 +22,7 @@ def bucket_name(prefix: str = "test") -> str:
 
 @asynccontextmanager
 async def fresh_bucket(
-    js: JetStreamContext,
+    js: JetStream,
     *,
     ttl: timedelta | None = None,
     direct: bool = True,
@@ -41,7 +41,7 @@ async def fresh_bucket(
         await js.delete_key_value(name)
 
 
-def lease_bucket(js: JetStreamContext) -> AbstractAsyncContextManager[NatsKeyValue]:
+def lease_bucket(js: JetStream) -> AbstractAsyncContextManager[NatsKeyValue]:
     """A fresh bucket as ensure_leases_bucket makes it: no direct gets, a TTL for garbage only."""
     return fresh_bucket(js, ttl=timedelta(hours=1), direct=False)
 

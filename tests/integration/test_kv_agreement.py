@@ -20,7 +20,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 from nats.js.api import KeyValueConfig
-from nats.js.client import JetStreamContext
 
 from adapters.memory.clock import ManualClock, SystemClock
 from adapters.memory.kv import MemoryKeyValue
@@ -68,14 +67,14 @@ def runner() -> Iterator[asyncio.Runner]:
 
 
 @pytest.fixture(scope="module")
-def jetstream(runner: asyncio.Runner, nats_server: EmbeddedNats) -> Iterator[JetStreamContext]:
+def jetstream(runner: asyncio.Runner, nats_server: EmbeddedNats) -> Iterator[JetStream]:
     """A connection opened in the runner's loop, the loop every rule runs in."""
     client = runner.run(nats.connect(nats_server.url))
     yield JetStream(client)
     runner.run(client.drain())
 
 
-async def create_bucket(js: JetStreamContext, name: str, *, direct: bool) -> NatsKeyValue:
+async def create_bucket(js: JetStream, name: str, *, direct: bool) -> NatsKeyValue:
     await js.create_key_value(KeyValueConfig(bucket=name, ttl=3600, direct=direct))
     bound = await open_bucket(js, name)
     assert bound is not None
@@ -85,7 +84,7 @@ async def create_bucket(js: JetStreamContext, name: str, *, direct: bool) -> Nat
 class Lockstep(RuleBasedStateMachine, Generic[S]):
     """Runs each call on the memory side, then the NATS side, and compares the outcomes."""
 
-    def __init__(self, runner: asyncio.Runner, js: JetStreamContext, sides: tuple[S, S]) -> None:
+    def __init__(self, runner: asyncio.Runner, js: JetStream, sides: tuple[S, S]) -> None:
         super().__init__()
         self.runner = runner
         self.js = js
@@ -134,9 +133,9 @@ class KvSide:
 
 
 class KvAgreement(Lockstep[KvSide]):
-    def __init__(self, runner: asyncio.Runner, js: JetStreamContext) -> None:
+    def __init__(self, runner: asyncio.Runner, js: JetStream, *, direct: bool) -> None:
         self.name = bucket_name("agree-kv")
-        on_nats = runner.run(create_bucket(js, self.name, direct=True))
+        on_nats = runner.run(create_bucket(js, self.name, direct=direct))
         memory = MemoryKeyValue(SystemClock(), bucket=self.name)
         super().__init__(runner, js, (KvSide(memory), KvSide(on_nats)))
 
@@ -147,6 +146,13 @@ class KvAgreement(Lockstep[KvSide]):
     @rule(key=keys)
     def get(self, key: str) -> None:
         self.both(lambda s: s.kv.get(key), KvSide.seen)
+
+    @rule(wanted=st.lists(keys, max_size=5))
+    def get_many(self, wanted: list[str]) -> None:
+        self.both(
+            lambda s: s.kv.get_many(wanted),
+            lambda s, found: sorted((key, s.seen(entry)) for key, entry in found.items()),
+        )
 
     @rule(key=keys)
     def delete(self, key: str) -> None:
@@ -169,8 +175,11 @@ def run_lockstep(factory: Callable[[], RuleBasedStateMachine]) -> None:
     run_state_machine_as_test(factory, settings=MACHINE_SETTINGS)  # type: ignore[arg-type]
 
 
-def test_memory_kv_agrees_with_nats(runner: asyncio.Runner, jetstream: JetStreamContext) -> None:
-    run_lockstep(lambda: KvAgreement(runner, jetstream))
+@pytest.mark.parametrize("direct", [True, False], ids=["direct gets", "no direct gets"])
+def test_memory_kv_agrees_with_nats(
+    runner: asyncio.Runner, jetstream: JetStream, direct: bool
+) -> None:
+    run_lockstep(lambda: KvAgreement(runner, jetstream, direct=direct))
 
 
 # --- LeaseStore ----------------------------------------------------------------------------
@@ -216,7 +225,7 @@ class LeaseSide:
 
 
 class LeaseAgreement(Lockstep[LeaseSide]):
-    def __init__(self, runner: asyncio.Runner, js: JetStreamContext) -> None:
+    def __init__(self, runner: asyncio.Runner, js: JetStream) -> None:
         self.name = bucket_name("agree-leases")
         self.clock = ManualClock()
         runner.run(create_bucket(js, self.name, direct=False))
@@ -272,7 +281,5 @@ class LeaseAgreement(Lockstep[LeaseSide]):
         self.runner.run(self.js.delete_key_value(self.name))
 
 
-def test_memory_lease_store_agrees_with_nats(
-    runner: asyncio.Runner, jetstream: JetStreamContext
-) -> None:
+def test_memory_lease_store_agrees_with_nats(runner: asyncio.Runner, jetstream: JetStream) -> None:
     run_lockstep(lambda: LeaseAgreement(runner, jetstream))

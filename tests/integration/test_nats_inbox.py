@@ -105,3 +105,56 @@ async def test_waiting_requests_time_out_each_at_its_own_time_while_others_are_a
     ), timed_out
     assert sorted(timed_out, key=timed_out.__getitem__) == [0.1, 0.3, 0.6]
     assert (await inbox.request(echo, b"after", timeout=5)).data == b"after"
+
+
+@pytest.fixture
+async def counter(nats_client: NatsClient) -> AsyncIterator[str]:
+    """A subject whose responder answers a request for n with the replies 1..n, then "end",
+    then one more reply that comes too late to count."""
+    subject = f"count.{bucket_name('inbox')}"
+
+    async def answer(msg: Msg) -> None:
+        for n in range(1, int(msg.data) + 1):
+            await msg.respond(b"%d" % n)
+        await msg.respond(b"end")
+        await msg.respond(b"late")
+
+    subscription = await nats_client.subscribe(subject, cb=answer)
+    yield subject
+    await subscription.unsubscribe()
+
+
+def is_end(msg: Msg) -> bool:
+    return msg.data == b"end"
+
+
+async def test_each_request_of_many_replies_gets_its_own_up_to_the_last(
+    nats_client: NatsClient, counter: str, echo: str
+) -> None:
+    inbox = Inbox(nats_client)
+
+    many, single = await asyncio.gather(
+        asyncio.gather(
+            *(inbox.request_many(counter, b"%d" % n, timeout=5, last=is_end) for n in range(30))
+        ),
+        asyncio.gather(*(inbox.request(echo, b"%d" % n, timeout=5) for n in range(30))),
+    )
+
+    assert [[reply.data for reply in replies] for replies in many] == [
+        [b"%d" % k for k in range(1, n + 1)] + [b"end"] for n in range(30)
+    ]
+    assert [reply.data for reply in single] == [b"%d" % n for n in range(30)]
+
+
+async def test_a_request_of_many_replies_whose_last_never_comes_times_out(
+    nats_client: NatsClient, counter: str
+) -> None:
+    inbox = Inbox(nats_client)
+
+    with pytest.raises(nats.errors.TimeoutError):
+        await inbox.request_many(counter, b"3", timeout=0.1, last=lambda msg: msg.data == b"4")
+
+    assert [r.data for r in await inbox.request_many(counter, b"1", timeout=5, last=is_end)] == [
+        b"1",
+        b"end",
+    ]

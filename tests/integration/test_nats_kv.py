@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig
-from nats.js.client import JetStreamContext
 from nats.js.kv import KV_OP
 
 from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import (
+    KEYS_PER_READ,
     NatsBuckets,
     NatsKeyValue,
     ensure_leases_bucket,
@@ -31,10 +32,10 @@ from adapters.wire import (
     WORKERS_TTL,
 )
 from app.embedded import EmbeddedNats
-from domain.errors import InvalidRequestError
+from domain.errors import DomainError, InvalidRequestError
 from domain.models import KvEntry
 from domain.ports import KeyValueBuckets
-from tests.integration.kv_helpers import consumer_count, fresh_bucket, until
+from tests.integration.kv_helpers import bucket_name, consumer_count, fresh_bucket, until
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +45,12 @@ SHORT = timedelta(milliseconds=200)
 
 
 @pytest.fixture
-async def js(nats_client: NatsClient) -> JetStreamContext:
+async def js(nats_client: NatsClient) -> JetStream:
     return JetStream(nats_client)
 
 
 @pytest.fixture
-async def kv(js: JetStreamContext) -> AsyncIterator[NatsKeyValue]:
+async def kv(js: JetStream) -> AsyncIterator[NatsKeyValue]:
     async with fresh_bucket(js, watch_idle=timedelta(milliseconds=500)) as bucket:
         yield bucket
 
@@ -64,7 +65,7 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 
 @pytest.fixture
-async def own_js(own_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
+async def own_js(own_server: EmbeddedNats) -> AsyncIterator[JetStream]:
     client = await nats.connect(own_server.url)
     yield JetStream(client)
     await client.drain()
@@ -140,6 +141,60 @@ async def test_a_purged_key_reads_as_absent(kv: NatsKeyValue) -> None:
     assert await kv.keys() == []
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct gets", "no direct gets"])
+async def test_get_many_reads_the_latest_value_of_each_key_that_has_one(
+    js: JetStream, direct: bool
+) -> None:
+    async with fresh_bucket(js, direct=direct) as kv:
+        await kv.put("a", b"1")
+        await kv.put("b", b"2")
+        await kv.put("a", b"3")
+        await kv.put("c", b"4")
+        await kv.delete("c")
+        await kv.put("d", b"5")
+        await kv.bucket.purge("d")
+
+        found = await kv.get_many(["a", "b", "c", "d", "never", "a"])
+
+    assert {key: (e.key, e.value, e.revision) for key, e in found.items()} == {
+        "a": ("a", b"3", 3),
+        "b": ("b", b"2", 2),
+    }
+
+
+async def test_get_many_reads_more_keys_than_one_batched_get_asks_for(kv: NatsKeyValue) -> None:
+    keys = [f"run-{n}.step" for n in range(KEYS_PER_READ * 2 + 3)]
+    stored = keys[::7] + keys[-1:]
+    for key in stored:
+        await kv.put(key, key.encode())
+
+    found = await kv.get_many(keys)
+
+    assert {key: entry.value for key, entry in found.items()} == {k: k.encode() for k in stored}
+
+
+async def test_get_many_of_no_keys_asks_nothing(kv: NatsKeyValue) -> None:
+    gone = attrs.evolve(kv, stream=f"KV_{bucket_name('gone')}")
+
+    assert await gone.get_many([]) == {}
+
+
+async def test_get_many_from_a_stream_that_is_gone_faults_as_get_does(kv: NatsKeyValue) -> None:
+    gone = attrs.evolve(kv, stream=f"KV_{bucket_name('gone')}")
+    with pytest.raises(DomainError) as single:
+        await gone.get("a")
+
+    with pytest.raises(DomainError, match=f"get 1 keys from KV {kv.name}") as many:
+        await gone.get_many(["a"])
+
+    assert type(many.value) is type(single.value)
+
+
+async def test_get_many_checks_every_key(kv: NatsKeyValue) -> None:
+    with pytest.raises(InvalidRequestError):
+        await kv.get_many(["a", "not a key"])
+
+
 async def test_an_empty_bucket_has_no_keys(kv: NatsKeyValue) -> None:
     assert await kv.keys() == []
     assert await kv.entries() == []
@@ -199,7 +254,7 @@ async def test_latest_of_an_empty_bucket_is_empty(kv: NatsKeyValue) -> None:
 
 
 async def test_an_entry_reads_as_absent_once_the_bucket_ttl_has_passed(
-    js: JetStreamContext,
+    js: JetStream,
 ) -> None:
     async with fresh_bucket(js, ttl=timedelta(seconds=1)) as kv:
         await kv.put("w1", b"{}")
@@ -352,7 +407,7 @@ async def test_a_cancelled_wait_stops_its_watch(kv: NatsKeyValue) -> None:
 
 
 async def test_a_missing_bucket_reads_as_none_until_it_is_created(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     buckets = NatsBuckets(own_js, recheck_after=timedelta(0))
     before = await buckets.signals()
@@ -368,7 +423,7 @@ async def test_a_missing_bucket_reads_as_none_until_it_is_created(
 
 
 async def test_a_missing_bucket_is_looked_up_again_only_after_a_while(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     buckets = NatsBuckets(own_js, recheck_after=timedelta(minutes=1))
     await buckets.checkpoints()
@@ -380,7 +435,7 @@ async def test_a_missing_bucket_is_looked_up_again_only_after_a_while(
 
 
 async def test_provisioning_creates_the_engine_buckets_as_dagnats_does(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     await provision_buckets(own_js)
     buckets = NatsBuckets(own_js)
@@ -396,7 +451,7 @@ async def test_provisioning_creates_the_engine_buckets_as_dagnats_does(
 
 
 async def test_provisioning_leaves_an_existing_bucket_unchanged(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     existing = KeyValueConfig(bucket=CHECKPOINTS_BUCKET, ttl=3600, history=5, description="ours")
     kept = await own_js.create_key_value(existing)
@@ -410,7 +465,7 @@ async def test_provisioning_leaves_an_existing_bucket_unchanged(
     assert status.stream_info.config.description == "ours"
 
 
-async def test_the_lease_bucket_is_created_once_with_its_ttl(own_js: JetStreamContext) -> None:
+async def test_the_lease_bucket_is_created_once_with_its_ttl(own_js: JetStream) -> None:
     await ensure_leases_bucket(own_js, timedelta(hours=1))
     await ensure_leases_bucket(own_js, timedelta(hours=2))
 
@@ -421,7 +476,7 @@ async def test_the_lease_bucket_is_created_once_with_its_ttl(own_js: JetStreamCo
 
 
 async def test_the_poll_bucket_is_created_once_with_the_replay_window_as_ttl(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     await ensure_polls_bucket(own_js)
     await ensure_polls_bucket(own_js)
@@ -433,7 +488,7 @@ async def test_the_poll_bucket_is_created_once_with_the_replay_window_as_ttl(
 
 
 async def test_values_put_through_the_engine_buckets_are_the_engines(
-    own_js: JetStreamContext,
+    own_js: JetStream,
 ) -> None:
     await provision_buckets(own_js)
     buckets: KeyValueBuckets = NatsBuckets(own_js)

@@ -13,7 +13,6 @@ import attrs
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 
 from adapters.memory.clock import ManualClock
 from adapters.nats import leases
@@ -46,7 +45,7 @@ def store(kv: NatsKeyValue, clock: ManualClock) -> NatsLeaseStore:
 
 
 @pytest.fixture
-async def other_js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
+async def other_js(nats_server: EmbeddedNats) -> AsyncIterator[JetStream]:
     """A second connection, as another bridge process (or this one restarted) would have."""
     client = await nats.connect(nats_server.url)
     yield JetStream(client)
@@ -77,7 +76,7 @@ async def test_delete_forgets_an_expired_lease_too(
 
 
 async def test_a_lease_put_through_one_connection_is_resolved_through_another(
-    store: NatsLeaseStore, kv: NatsKeyValue, other_js: JetStreamContext, clock: ManualClock
+    store: NatsLeaseStore, kv: NatsKeyValue, other_js: JetStream, clock: ManualClock
 ) -> None:
     other = NatsLeaseStore(other_js, clock=clock, bucket=kv.name)
     stored = await store.put(lease())
@@ -92,7 +91,7 @@ async def test_a_lease_put_through_one_connection_is_resolved_through_another(
 
 
 async def test_recent_is_the_lease_last_seen_here_until_a_read_finds_a_newer_one(
-    store: NatsLeaseStore, kv: NatsKeyValue, other_js: JetStreamContext, clock: ManualClock
+    store: NatsLeaseStore, kv: NatsKeyValue, other_js: JetStream, clock: ManualClock
 ) -> None:
     other = NatsLeaseStore(other_js, clock=clock, bucket=kv.name)
     stored = await store.put(lease())
@@ -187,7 +186,7 @@ async def test_a_lease_put_back_from_settled_is_held_again(store: NatsLeaseStore
 
 
 async def test_a_refused_settle_of_an_old_lease_leaves_the_newer_lease_of_the_worker_held(
-    store: NatsLeaseStore, other_js: JetStreamContext, kv: NatsKeyValue, clock: ManualClock
+    store: NatsLeaseStore, other_js: JetStream, kv: NatsKeyValue, clock: ManualClock
 ) -> None:
     """Another process fenced the old lease and handed the task to the same worker again."""
     old = await store.put(lease("old"))

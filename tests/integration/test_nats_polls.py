@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 
 from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue
@@ -73,7 +72,7 @@ async def test_an_answer_too_large_for_one_message_is_refused(store: NatsPollAns
 
 
 async def test_a_missing_bucket_is_a_backend_error(nats_client: NatsClient) -> None:
-    js: JetStreamContext = JetStream(nats_client)
+    js: JetStream = JetStream(nats_client)
     store = NatsPollAnswerStore(js, bucket=bucket_name())
 
     with pytest.raises(BackendError, match="is missing"):

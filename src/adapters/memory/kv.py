@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import attrs
@@ -40,6 +41,10 @@ class MemoryKeyValue:
         if record is None or record.deleted or self._expired(record.entry):
             return None
         return record.entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, KvEntry]:
+        found = {key: await self.get(key) for key in keys}
+        return {key: entry for key, entry in found.items() if entry is not None}
 
     async def put(self, key: str, value: bytes) -> int:
         validate_kv_key(key, "KV key")

@@ -6,13 +6,15 @@ call) for the reply token, a done-callback closure and `asyncio.wait_for`. An `I
 for a counter and its deadline's entry; one timer, while any request waits, times out
 those past their deadline. It answers as `Client.request` does: the reply, nats'
 NoRespondersError when nobody listens on the subject, nats' TimeoutError after `timeout`
-(up to SWEEP_S later).
+(up to SWEEP_S later). `request_many` is for an API that answers one request with several
+replies (a batched direct get), collected up to the last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -40,6 +42,10 @@ class Inbox:
     _prefix: str = attrs.field(init=False)
     _subscribing: asyncio.Task[Subscription] | None = attrs.field(init=False, default=None)
     _waiting: dict[str, asyncio.Future[Msg]] = attrs.field(init=False, factory=dict)
+    _streams: dict[str, tuple[list[Msg], Callable[[Msg], bool]]] = attrs.field(
+        init=False, factory=dict
+    )
+    """The requests answered by several replies: those come so far, and what tells the last."""
     _deadlines: dict[str, float] = attrs.field(init=False, factory=dict)
     """The loop's time by which each sent request's reply is due."""
     _sweep: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
@@ -56,9 +62,32 @@ class Inbox:
         timeout: float,
         headers: dict[str, Any] | None = None,
     ) -> Msg:
+        return await self._exchange(subject, payload, timeout, headers, str(next(self._tokens)))
+
+    async def request_many(
+        self, subject: str, payload: bytes, *, timeout: float, last: Callable[[Msg], bool]
+    ) -> list[Msg]:
+        """The replies to one request, in order, up to the first for which `last` is true
+        (included); `timeout` is for all of them."""
+        token = str(next(self._tokens))
+        replies: list[Msg] = []
+        self._streams[token] = (replies, last)
+        try:
+            await self._exchange(subject, payload, timeout, None, token)
+        finally:
+            del self._streams[token]
+        return replies
+
+    async def _exchange(
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float,
+        headers: dict[str, Any] | None,
+        token: str,
+    ) -> Msg:
         if not self._subscription_made():
             await self._subscribe()
-        token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Msg] = loop.create_future()
         # Waiting before the publish goes out, so that no reply can come unawaited; timed
@@ -98,9 +127,17 @@ class Inbox:
         await asyncio.shield(subscribing)
 
     async def _on_reply(self, msg: Msg) -> None:
-        reply = self._waiting.get(msg.subject.removeprefix(self._prefix))
-        if reply is not None and not reply.done():
-            reply.set_result(msg)
+        token = msg.subject.removeprefix(self._prefix)
+        reply = self._waiting.get(token)
+        if reply is None or reply.done():
+            return
+        stream = self._streams.get(token)
+        if stream is not None:
+            replies, last = stream
+            replies.append(msg)
+            if not last(msg):
+                return
+        reply.set_result(msg)
 
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
         """Time out the requests past their deadline; look again in SWEEP_S while any waits."""

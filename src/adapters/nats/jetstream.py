@@ -19,11 +19,13 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.manager import JetStreamManager, _validate_stream_name
 
 from adapters.nats.inbox import Inbox
+from adapters.nats.jsapi import END_OF_BATCH, NO_MESSAGES, STATUS_HEADER
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 """nats-py's default for a JetStream context."""
@@ -117,6 +119,34 @@ class JetStream(JetStreamContext):
         except nats.errors.NoRespondersError:
             raise nats.js.errors.ServiceUnavailableError from None
         return _stored_message(msgspec.json.decode(reply.data, type=_MessageGetAnswer))
+
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> list[api.RawStreamMsg]:
+        """The last message of each of `subjects` that has one, in stream order, from one
+        batched direct get (nats-server 2.11 and later; the stream must allow direct gets).
+        The API error JetStream answers (APIError and its kinds), ServiceUnavailableError
+        when nobody answers, nats' TimeoutError after the context's timeout."""
+        _validate_stream_name(stream_name)
+        try:
+            replies = await self.inbox.request_many(
+                f"{self._prefix}.DIRECT.GET.{stream_name}",
+                msgspec.json.encode({"multi_last": subjects}),
+                timeout=self._timeout,
+                last=_has_status,
+            )
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.ServiceUnavailableError from None
+        *found, end = replies
+        status = end.headers.get(STATUS_HEADER) if end.headers else None
+        if status == NO_MESSAGES:
+            return []
+        if status != END_OF_BATCH:
+            raise nats.js.errors.APIError.from_msg(end)
+        return [JetStreamManager._lift_msg_to_raw_msg(msg) for msg in found]
+
+
+def _has_status(msg: Msg) -> bool:
+    """A status message ends a batched direct get: its end, no results, or an error."""
+    return msg.headers is not None and STATUS_HEADER in msg.headers
 
 
 class _StoredMessage(msgspec.Struct):

@@ -26,6 +26,8 @@ NO_MESSAGES: Final = "404"
 REQUEST_TIMEOUT: Final = "408"
 """A pull request expired, or a no-wait one ended after a partial batch."""
 HEARTBEAT: Final = "100"
+END_OF_BATCH: Final = "204"
+"""A batched direct get sent all it found."""
 NO_RESPONDERS: Final = "503"
 
 CONSUMER_NOT_FOUND: Final = 10014

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -33,6 +34,7 @@ from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 from nats.js.kv import KeyValue as Bucket
 
 from adapters.nats.errors import translated
+from adapters.nats.jetstream import JetStream
 from adapters.nats.provision import placing, warn_if_fewer_replicas
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
@@ -54,6 +56,9 @@ WATCH_IDLE: Final = timedelta(seconds=5)
 MISSING_BUCKET_RECHECK: Final = timedelta(seconds=2)
 """How long a bucket found missing reads as missing before it is looked up again."""
 SCAN_BATCH: Final = 1_000
+KEYS_PER_READ: Final = 256
+"""Keys a batched read asks for at once (a poll hands out at most 256 tasks); nats-server
+answers a batched direct get with at most 1,024 messages."""
 SCAN_FETCH_TIMEOUT_S: Final = 5.0
 
 
@@ -72,7 +77,7 @@ class NatsKeyValue:
     """
 
     bucket: Bucket
-    js: JetStreamContext
+    js: JetStream
     name: str
     stream: str
     direct: bool
@@ -82,6 +87,24 @@ class NatsKeyValue:
     async def get(self, key: str) -> KvEntry | None:
         """The key's value; None when it has none, or was deleted or purged since."""
         return await self._get(check_key(key))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, KvEntry]:
+        """The values of those of `keys` that have one: one batched direct get per
+        KEYS_PER_READ keys when the bucket allows direct gets, else a get per key, at once."""
+        wanted = list(dict.fromkeys(check_key(key) for key in keys))
+        if not self.direct:
+            entries = await asyncio.gather(*(self._get(key) for key in wanted))
+            return {entry.key: entry for entry in entries if entry is not None}
+        found: dict[str, KvEntry] = {}
+        for start in range(0, len(wanted), KEYS_PER_READ):
+            subjects = [self._prefix + key for key in wanted[start : start + KEYS_PER_READ]]
+            with translated(f"get {len(subjects)} keys from KV {self.name}"):
+                messages = await self.js.get_last_msgs(self.stream, subjects)
+            for msg in messages:
+                key = (msg.subject or "").removeprefix(self._prefix)
+                if not _is_marker(msg):
+                    found[key] = self._entry(key, msg)
+        return found
 
     async def put(self, key: str, value: bytes) -> int:
         check_key(key)
@@ -280,7 +303,7 @@ async def _stop(watcher: Bucket.KeyWatcher) -> None:
 
 
 async def open_bucket(
-    js: JetStreamContext, name: str, *, watch_idle: timedelta = WATCH_IDLE
+    js: JetStream, name: str, *, watch_idle: timedelta = WATCH_IDLE
 ) -> NatsKeyValue | None:
     """Bind an existing bucket; None when there is no bucket of that name."""
     with translated(f"bind KV bucket {name}"):
@@ -309,7 +332,7 @@ class NatsBuckets:
     created after start-up is picked up without a restart. Mutable on purpose: it caches.
     """
 
-    js: JetStreamContext
+    js: JetStream
     recheck_after: timedelta = attrs.field(default=MISSING_BUCKET_RECHECK, kw_only=True)
     _bound: dict[str, NatsKeyValue] = attrs.field(init=False, factory=dict)
     _missing_until: dict[str, float] = attrs.field(init=False, factory=dict)

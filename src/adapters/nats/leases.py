@@ -11,9 +11,9 @@ from typing import Final
 
 import attrs
 import msgspec
-from nats.js.client import JetStreamContext
 
 from adapters.codec import DecodeError, decode, unstructure
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import LEASES_BUCKET
 from domain.errors import BackendError, DomainError, LeaseRevisionError
@@ -84,7 +84,7 @@ class NatsLeaseStore:
     Mutable on purpose: it keeps the bucket once bound, and the leases it remembers.
     """
 
-    js: JetStreamContext
+    js: JetStream
     clock: Clock = attrs.field(kw_only=True)
     bucket: str = attrs.field(default=LEASES_BUCKET, kw_only=True)
     _kv: NatsKeyValue | None = attrs.field(init=False, default=None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
-from nats.js.client import JetStreamContext
 
 from adapters.codec import DecodeError, decode_list, encode
+from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue, open_bucket
 from adapters.wire import POLLS_BUCKET
 from domain.errors import BackendError
@@ -23,7 +23,7 @@ class NatsPollAnswerStore:
     on the server's clock. Mutable on purpose: it keeps the bucket once bound.
     """
 
-    js: JetStreamContext
+    js: JetStream
     bucket: str = attrs.field(default=POLLS_BUCKET, kw_only=True)
     _kv: NatsKeyValue | None = attrs.field(init=False, default=None)
 
