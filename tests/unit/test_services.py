@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from adapters.memory.clock import ManualClock
-from adapters.memory.kv import MemoryBuckets
+from adapters.memory.kv import MemoryBuckets, MemoryKeyValue
 from adapters.metrics import PrometheusTelemetry
 from adapters.workers import KvWorkerDirectory
 from domain.errors import (
@@ -24,7 +24,16 @@ from domain.errors import (
     StaleLeaseError,
     TaskNotFoundError,
 )
-from domain.models import DeliveryHandle, RawJson, RunId, StepId, TaskPayload, TaskType, WorkerId
+from domain.models import (
+    DeliveryHandle,
+    KvEntry,
+    RawJson,
+    RunId,
+    StepId,
+    TaskPayload,
+    TaskType,
+    WorkerId,
+)
 from domain.protocol import STEP_COMPLETED, STEP_CONTINUE, STEP_FAILED, STEP_STARTED
 from domain.services.actions import ResolveRequest
 from domain.services.flag import Flag
@@ -382,6 +391,54 @@ async def test_pause_without_checkpoint_or_name_keeps_the_saved_checkpoint(
     bridge.clock.advance(timedelta(milliseconds=1))
     (again,) = await bridge.poll_now(WORK)
     assert again.checkpoint == b"7"
+
+
+async def test_a_poll_reads_the_checkpoints_of_all_its_tasks_at_once(
+    bridge: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for run_id in ("r1", "r2", "r3"):
+        await enqueue(bridge, run_id)
+    checkpoints = await bridge.buckets.checkpoints()
+    assert checkpoints is not None
+    await checkpoints.put("r1.step-1", b'{"page":1}')
+    await checkpoints.put("r3.step-1", b'{"page":3}')
+    reads: list[list[str]] = []
+    read_many = MemoryKeyValue.get_many
+
+    async def counted(kv: MemoryKeyValue, keys: Sequence[str]) -> dict[str, KvEntry]:
+        reads.append(sorted(keys))
+        return await read_many(kv, keys)
+
+    monkeypatch.setattr(MemoryKeyValue, "get_many", counted)
+
+    tasks = await bridge.poll_now(WORK, max_tasks=3)
+
+    assert {task.run_id: task.checkpoint for task in tasks} == {
+        "r1": b'{"page":1}',
+        "r2": None,
+        "r3": b'{"page":3}',
+    }
+    assert reads == [["r1.step-1", "r2.step-1", "r3.step-1"]]
+
+
+async def test_a_checkpoint_read_that_faults_leaves_the_checkpoints_out_of_the_poll(
+    bridge: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for run_id in ("r1", "r2"):
+        await enqueue(bridge, run_id)
+    checkpoints = await bridge.buckets.checkpoints()
+    assert checkpoints is not None
+    await checkpoints.put("r1.step-1", b"1")
+
+    async def unreachable(kv: MemoryKeyValue, keys: Sequence[str]) -> dict[str, KvEntry]:
+        raise BackendUnavailableError("checkpoints away")
+
+    monkeypatch.setattr(MemoryKeyValue, "get_many", unreachable)
+
+    tasks = await bridge.poll_now(WORK, max_tasks=2)
+
+    assert [(task.run_id, task.checkpoint) for task in tasks] == [("r1", None), ("r2", None)]
+    assert "checkpoints of r1.step-1, r2.step-1 not read: checkpoints away" in caplog.text
 
 
 async def test_extending_actions_move_the_lease_deadline_from_the_last_extension(

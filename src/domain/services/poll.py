@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import attrs
 
@@ -21,6 +22,7 @@ from domain.models import (
     PolledTask,
     PollId,
     RawJson,
+    TaskId,
     TaskPayload,
     TaskType,
     TraceContext,
@@ -45,6 +47,7 @@ from domain.protocol import (
     STEP_STARTED,
     attempt_of,
     event_msg_id,
+    is_kv_key,
     is_valid_attempt,
     poll_room,
 )
@@ -78,6 +81,13 @@ class PollCommand:
     poll_id: PollId | None = None
     abandoned: Flag | None = None
     """Set when the client has gone: the poll stops waiting and releases what it holds."""
+
+
+class _Dispatched(NamedTuple):
+    """A delivery handed out: its task and the lease stored for it."""
+
+    task: TaskPayload
+    lease: Lease
 
 
 @attrs.frozen(kw_only=True)
@@ -305,8 +315,18 @@ class PollService:
             types.remove(task_type)
             faults.append(exc)
             return []
-        outcomes = await together.outcomes(*(self._dispatch(d, worker_id) for d in deliveries))
-        taken = [o for o in outcomes if isinstance(o, PolledTask)]
+        if not deliveries:
+            return []
+        outcomes: tuple[object, ...] = await together.outcomes(
+            self._saved_checkpoints(deliveries),
+            *(self._dispatch(d, worker_id) for d in deliveries),
+        )
+        checkpoints = outcomes[0] if isinstance(outcomes[0], dict) else {}
+        taken = [
+            self._polled(o.task, o.lease, checkpoints.get(o.lease.task_id))
+            for o in outcomes
+            if isinstance(o, _Dispatched)
+        ]
         unexpected = [
             o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, DomainError)
         ]
@@ -316,7 +336,24 @@ class PollService:
         faults.extend(o for o in outcomes if isinstance(o, DomainError))
         return taken
 
-    async def _dispatch(self, delivery: Delivery, worker_id: WorkerId | None) -> PolledTask | None:
+    async def _saved_checkpoints(self, deliveries: list[Delivery]) -> dict[TaskId, RawJson]:
+        """What a native worker's LoadCheckpoint would read, for each delivered task that has
+        a checkpoint: one read for them all, at once with their dispatch. A read fault only
+        leaves the checkpoints out."""
+        task_ids = [
+            task_id
+            for task in (delivery.task for delivery in deliveries)
+            if task is not None and is_kv_key(task_id := task_id_of(task.run_id, task.step_id))
+        ]
+        try:
+            bucket = await self.buckets.checkpoints()
+            entries = await bucket.get_many(task_ids) if bucket is not None else {}
+        except DomainError as exc:
+            log.warning("checkpoints of %s not read: %s", ", ".join(task_ids), exc)
+            return {}
+        return {TaskId(key): RawJson(entry.value) for key, entry in entries.items() if entry.value}
+
+    async def _dispatch(self, delivery: Delivery, worker_id: WorkerId | None) -> _Dispatched | None:
         """Lease one delivery and publish its step.started; None when it is not handed out."""
         task = delivery.task
         if task is None or not (task.run_id and task.step_id):
@@ -340,11 +377,11 @@ class PollService:
         with self.tracer.dispatch(
             delivery_trace(delivery), run_id=task.run_id, step_id=task.step_id, attempt=attempt
         ) as trace:
-            lease, checkpoint = await self._lease_and_announce(
+            lease = await self._lease_and_announce(
                 delivery, self._new_lease(delivery, task, attempt, worker_id, trace)
             )
             self.telemetry.task_handed_out(delivery.task_type)
-            return self._polled(task, lease, checkpoint)
+            return _Dispatched(task, lease)
 
     async def _may_hand_out_again(self, delivery: Delivery, task: TaskPayload) -> bool:
         """Whether a redelivered message may be handed out in place of its earlier lease.
@@ -416,22 +453,18 @@ class PollService:
         except DomainError as exc:
             log.warning("lease of %s not marked settled: %s", lease.task_id, exc)
 
-    async def _lease_and_announce(
-        self, delivery: Delivery, lease: Lease
-    ) -> tuple[Lease, RawJson | None]:
-        """Store the lease, publish step.started and read the checkpoint, all at once (one
-        round trip instead of three); the first two must both be done before the hand-out.
+    async def _lease_and_announce(self, delivery: Delivery, lease: Lease) -> Lease:
+        """Store the lease and publish step.started, both at once (one round trip instead
+        of two); both must be done before the hand-out.
 
         If either fails, a lease stored meanwhile is deleted and the delivery is NAKed for
         redelivery after DISPATCH_FAILURE_DELAY (a step.started already out is then followed
         by another attempt's, as when an answer never reaches its poller).
         """
-        stored, published, checkpoint = await together.outcomes(
-            self.leases.put(lease),
-            self.events.append(self._started(lease)),
-            self._saved_checkpoint(lease),
+        stored, published = await together.outcomes(
+            self.leases.put(lease), self.events.append(self._started(lease))
         )
-        for outcome in (stored, published, checkpoint):
+        for outcome in (stored, published):
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
                 raise outcome
         if isinstance(published, DomainError):
@@ -449,7 +482,7 @@ class PollService:
             await self.leases.delete(stored.task_id, stored.lease_id)
             await self.queue.nak(delivery.handle, DISPATCH_FAILURE_DELAY)
             raise published
-        return stored, None if isinstance(checkpoint, BaseException) else checkpoint
+        return stored
 
     def _new_lease(
         self,
@@ -510,13 +543,3 @@ class PollService:
             tracestate=lease.tracestate,
             checkpoint=checkpoint,
         )
-
-    async def _saved_checkpoint(self, lease: Lease) -> RawJson | None:
-        """What a native worker's LoadCheckpoint would read; a read fault only omits it."""
-        try:
-            bucket = await self.buckets.checkpoints()
-            entry = await bucket.get(lease.task_id) if bucket is not None else None
-        except DomainError as exc:
-            log.warning("checkpoint of %s not read: %s", lease.task_id, exc)
-            return None
-        return RawJson(entry.value) if entry is not None and entry.value else None
