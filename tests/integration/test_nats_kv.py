@@ -12,10 +12,12 @@ import attrs
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig
+from nats.js.api import KeyValueConfig, RawStreamMsg
+from nats.js.errors import APIError
 from nats.js.kv import KV_OP
 
 from adapters.nats.jetstream import JetStream
+from adapters.nats.jsapi import EMPTY_REQUEST
 from adapters.nats.kv import (
     KEYS_PER_READ,
     NatsBuckets,
@@ -32,7 +34,7 @@ from adapters.wire import (
     WORKERS_TTL,
 )
 from app.embedded import EmbeddedNats
-from domain.errors import DomainError, InvalidRequestError
+from domain.errors import BackendError, DomainError, InvalidRequestError
 from domain.models import KvEntry
 from domain.ports import KeyValueBuckets
 from tests.integration.kv_helpers import bucket_name, consumer_count, fresh_bucket, until
@@ -188,6 +190,41 @@ async def test_get_many_from_a_stream_that_is_gone_faults_as_get_does(kv: NatsKe
         await gone.get_many(["a"])
 
     assert type(many.value) is type(single.value)
+
+
+class RefusesBatchedGets(JetStream):
+    """Answers a batched direct get as nats-server 2.10.26 does (checked by hand: it knows no
+    `multi_last`); every other request goes to the real server."""
+
+    def __init__(self, conn: NatsClient, code: int) -> None:
+        super().__init__(conn)
+        self.code = code
+
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> list[RawStreamMsg]:
+        raise APIError(code=self.code, description="Empty Request")
+
+
+async def test_get_many_reads_each_key_from_a_server_that_refuses_batched_gets(
+    kv: NatsKeyValue, nats_client: NatsClient
+) -> None:
+    await kv.put("a", b"1")
+    await kv.put("b", b"2")
+    await kv.delete("b")
+    old_server = attrs.evolve(kv, js=RefusesBatchedGets(nats_client, EMPTY_REQUEST))
+
+    found = await old_server.get_many(["a", "b", "c"])
+
+    assert {key: entry.value for key, entry in found.items()} == {"a": b"1"}
+
+
+async def test_get_many_faults_on_any_other_refusal_of_a_batched_get(
+    kv: NatsKeyValue, nats_client: NatsClient
+) -> None:
+    await kv.put("a", b"1")
+    refusing = attrs.evolve(kv, js=RefusesBatchedGets(nats_client, 500))
+
+    with pytest.raises(BackendError, match="get 1 keys from KV"):
+        await refusing.get_many(["a"])
 
 
 async def test_get_many_checks_every_key(kv: NatsKeyValue) -> None:

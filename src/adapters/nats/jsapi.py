@@ -28,6 +28,8 @@ REQUEST_TIMEOUT: Final = "408"
 HEARTBEAT: Final = "100"
 END_OF_BATCH: Final = "204"
 """A batched direct get sent all it found."""
+EMPTY_REQUEST: Final = 408
+"""What a nats-server before 2.11 answers a batched direct get: it knows no `multi_last`."""
 NO_RESPONDERS: Final = "503"
 
 CONSUMER_NOT_FOUND: Final = 10014

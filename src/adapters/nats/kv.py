@@ -35,6 +35,7 @@ from nats.js.kv import KeyValue as Bucket
 
 from adapters.nats.errors import translated
 from adapters.nats.jetstream import JetStream
+from adapters.nats.jsapi import EMPTY_REQUEST
 from adapters.nats.provision import placing, warn_if_fewer_replicas
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
@@ -93,18 +94,37 @@ class NatsKeyValue:
         KEYS_PER_READ keys when the bucket allows direct gets, else a get per key, at once."""
         wanted = list(dict.fromkeys(check_key(key) for key in keys))
         if not self.direct:
-            entries = await asyncio.gather(*(self._get(key) for key in wanted))
-            return {entry.key: entry for entry in entries if entry is not None}
+            return await self._get_each(wanted)
         found: dict[str, KvEntry] = {}
         for start in range(0, len(wanted), KEYS_PER_READ):
-            subjects = [self._prefix + key for key in wanted[start : start + KEYS_PER_READ]]
-            with translated(f"get {len(subjects)} keys from KV {self.name}"):
-                messages = await self.js.get_last_msgs(self.stream, subjects)
-            for msg in messages:
-                key = (msg.subject or "").removeprefix(self._prefix)
-                if not _is_marker(msg):
-                    found[key] = self._entry(key, msg)
+            found |= await self._get_batch(wanted[start : start + KEYS_PER_READ])
         return found
+
+    async def _get_batch(self, keys: list[str]) -> dict[str, KvEntry]:
+        """One batched direct get; a server before 2.11 refuses it, and then each key is
+        read on its own."""
+        subjects = [self._prefix + key for key in keys]
+        with translated(f"get {len(keys)} keys from KV {self.name}"):
+            try:
+                messages: list[RawStreamMsg] | None = await self.js.get_last_msgs(
+                    self.stream, subjects
+                )
+            except APIError as exc:
+                if exc.code != EMPTY_REQUEST:
+                    raise
+                messages = None
+        if messages is None:
+            return await self._get_each(keys)
+        found: dict[str, KvEntry] = {}
+        for msg in messages:
+            key = (msg.subject or "").removeprefix(self._prefix)
+            if not _is_marker(msg):
+                found[key] = self._entry(key, msg)
+        return found
+
+    async def _get_each(self, keys: list[str]) -> dict[str, KvEntry]:
+        entries = await asyncio.gather(*(self._get(key) for key in keys))
+        return {entry.key: entry for entry in entries if entry is not None}
 
     async def put(self, key: str, value: bytes) -> int:
         check_key(key)
