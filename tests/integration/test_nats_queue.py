@@ -19,8 +19,9 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from adapters.nats import pulls
 from adapters.nats.jsapi import pull_subject
-from adapters.nats.queue import NatsTaskQueue
+from adapters.nats.queue import NatsTaskQueue, _Arrivals
 from adapters.wire import consumer_filter, consumer_name, overlap_conflict
 from app.embedded import EmbeddedNats
 from domain.errors import BackendUnavailableError, ConsumerConflictError
@@ -357,6 +358,45 @@ async def test_a_wake_up_with_messages_pending_behind_it_pulls_them_too(
 
     assert steps(delivered) == ["s1", "s2", "s3"]
     assert [b'"no_wait": true' in request for request in requests] == [False, True]
+
+
+async def test_a_waiting_request_that_expires_is_renewed_without_waking_the_waiter(
+    queue: NatsTaskQueue,
+    stream: TaskStream,
+    other_client: NatsClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pulls, "LONG_PULL_S", 0.1)
+    wake_ups: list[None] = []
+    notify = _Arrivals.notify
+
+    def counted(arrivals: _Arrivals) -> None:
+        wake_ups.append(None)
+        notify(arrivals)
+
+    monkeypatch.setattr(_Arrivals, "notify", counted)
+    renewed = asyncio.Event()
+    requests: list[bytes] = []
+
+    async def note(msg: Msg) -> None:
+        requests.append(msg.data)
+        if len(requests) >= 3:
+            renewed.set()
+
+    await other_client.subscribe(pull_subject(stream.name, consumer_name(stream.type())), cb=note)
+    await other_client.flush()
+
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    async with asyncio.timeout(LONG_ENOUGH.total_seconds()):
+        await renewed.wait()
+    asleep = (len(wake_ups), waiting.done())
+    await publish(queue, stream, "s1")
+    async with asyncio.timeout(LONG_ENOUGH.total_seconds()):
+        await waiting
+
+    assert asleep == (0, False)
+    assert wake_ups
+    assert steps(await queue.fetch(stream.type(), 5, NO_WAIT)) == ["s1"]
 
 
 async def test_wait_ready_wakes_when_a_nak_delay_ends(

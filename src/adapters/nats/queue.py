@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
@@ -131,15 +132,20 @@ class NatsTaskQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout.total_seconds()
         pullers = [await self._puller(t) for t in task_types]
-        while not any(p.holding for p in pullers) and not any(s.done() for s in until):
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            # Taken before the requests go out, so an answer to them cannot be missed.
-            arrival = self._arrivals.waiter()
+        with contextlib.ExitStack() as waiting:
             for puller in pullers:
-                await self._guarded(puller, puller.keep_waiting(left))
-            await asyncio.wait({arrival, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                waiting.enter_context(puller.waited_on())
+            while not any(p.holding for p in pullers) and not any(s.done() for s in until):
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                # Taken before the requests go out, so an answer to them cannot be missed.
+                arrival = self._arrivals.waiter()
+                for puller in pullers:
+                    await self._guarded(puller, puller.keep_waiting(left))
+                await asyncio.wait(
+                    {arrival, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
 
     async def ack(self, handle: DeliveryHandle) -> None:
         await settle(self._js.inbox, handle, ACK, "ack message")
