@@ -399,6 +399,45 @@ async def test_a_waiting_request_that_expires_is_renewed_without_waking_the_wait
     assert steps(await queue.fetch(stream.type(), 5, NO_WAIT)) == ["s1"]
 
 
+async def test_a_fetch_while_the_waiting_request_is_out_sends_no_pull_of_its_own(
+    queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream, other_client: NatsClient
+) -> None:
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    await pulls_waiting(js, stream, stream.type())
+    requests = await pull_requests(other_client, stream)
+
+    fetched = await queue.fetch(stream.type(), 5, NO_WAIT)
+    await publish(queue, stream, "s1")
+    await waiting
+    await other_client.flush()
+
+    assert fetched == []
+    assert requests == []
+    assert steps(await queue.fetch(stream.type(), 5, NO_WAIT)) == ["s1"]
+
+
+async def test_after_a_reconnection_a_fetch_pulls_again_whatever_request_was_out(
+    queue: NatsTaskQueue,
+    js: JetStreamContext,
+    stream: TaskStream,
+    other_client: NatsClient,
+    nats_client: NatsClient,
+) -> None:
+    """A reconnection may have lost the waiting request on the server: nats-py counts each
+    in `stats["reconnects"]`, counted up here as a reconnection would."""
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    await pulls_waiting(js, stream, stream.type())
+    requests = await pull_requests(other_client, stream)
+
+    nats_client.stats["reconnects"] += 1
+    fetched = await queue.fetch(stream.type(), 5, NO_WAIT)
+    await other_client.flush()
+    waiting.cancel()
+
+    assert fetched == []
+    assert [b'"no_wait": true' in request for request in requests] == [True]
+
+
 async def test_wait_ready_wakes_when_a_nak_delay_ends(
     queue: NatsTaskQueue, stream: TaskStream
 ) -> None:

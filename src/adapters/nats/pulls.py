@@ -80,12 +80,14 @@ class _Pull:
     batch: int
     deadline: float
     """Loop time after which it counts as over even if its end never arrived (lost connection)."""
+    reconnects: int
+    """The connection's reconnections when it was sent: a reconnection since may have lost it."""
     received: int = 0
     fault: str | None = None
     ended: asyncio.Event = attrs.field(factory=asyncio.Event)
 
-    def active(self, now: float) -> bool:
-        return not self.ended.is_set() and now < self.deadline
+    def active(self, now: float, reconnects: int) -> bool:
+        return not self.ended.is_set() and now < self.deadline and reconnects == self.reconnects
 
     def end(self, fault: str | None = None) -> None:
         self.fault = fault
@@ -150,7 +152,7 @@ class TypePuller:
         """
         async with self._fetch_lock:
             wanted = max_messages - len(self._held)
-            if wanted > 0 and not self._none_pending():
+            if wanted > 0 and not self._none_pending() and not self._waiting_for_one():
                 await self._pull_now(wanted)
             return self._take(max_messages)
 
@@ -164,7 +166,7 @@ class TypePuller:
         if last is not None and last.fault is not None:
             self._waiting = None
             raise _fault(f"wait for {self.consumer} tasks", last.fault)
-        if last is not None and last.active(loop.time()):
+        if last is not None and self._live(last):
             return
         expires = min(max(seconds, MIN_EXPIRES_S), LONG_PULL_S)
         self._waiting = self._new_pull("w", 1, loop.time() + expires + EXPIRY_GRACE_S)
@@ -211,7 +213,12 @@ class TypePuller:
             raise _fault(f"fetch {self.consumer} tasks", pull.fault)
 
     def _new_pull(self, kind: str, batch: int, deadline: float) -> _Pull:
-        return _Pull(token=f"{kind}.{next(self._tokens)}", batch=batch, deadline=deadline)
+        return _Pull(
+            token=f"{kind}.{next(self._tokens)}",
+            batch=batch,
+            deadline=deadline,
+            reconnects=self.nc.stats["reconnects"],
+        )
 
     async def _request(self, pull: _Pull, body: Mapping[str, object]) -> None:
         with translated(f"pull {self.consumer} tasks"):
@@ -280,6 +287,18 @@ class TypePuller:
         left to the next poll, which a waiting request serves at once, so a poll woken by the
         first task of a burst answers with that one."""
         return bool(self._held) and self._held[-1].msg.metadata.num_pending == 0
+
+    def _waiting_for_one(self) -> bool:
+        """Our waiting request is still unanswered, so JetStream has had nothing to deliver
+        to it, nor would it have to a no-wait request queued behind it: that one would only
+        end at its expiry (a 408 after FETCH_EXPIRES_S), one at a time under the fetch lock,
+        so 1,000 polls arriving together took 7 s to get past their first pull. A message
+        that JetStream sends meanwhile lands in the buffer and wakes the waiters."""
+        waiting = self._waiting
+        return waiting is not None and self._live(waiting)
+
+    def _live(self, pull: _Pull) -> bool:
+        return pull.active(asyncio.get_running_loop().time(), self.nc.stats["reconnects"])
 
     def _take(self, count: int) -> list[Msg]:
         taken = [self._held.popleft() for _ in range(min(count, len(self._held)))]
