@@ -158,3 +158,25 @@ async def test_a_request_of_many_replies_whose_last_never_comes_times_out(
         b"1",
         b"end",
     ]
+
+
+async def test_a_request_of_many_replies_leaves_nothing_behind_however_it_ends(
+    nats_client: NatsClient, counter: str
+) -> None:
+    inbox = Inbox(nats_client)
+    nobody = f"nobody.{bucket_name('inbox')}"
+
+    with pytest.raises(nats.errors.TimeoutError):
+        await inbox.request_many(counter, b"2", timeout=0.1, last=lambda msg: msg.data == b"9")
+    with pytest.raises(nats.errors.NoRespondersError):
+        await inbox.request_many(nobody, b"", timeout=5, last=is_end)
+    cancelled = asyncio.create_task(
+        inbox.request_many(counter, b"2", timeout=5, last=lambda msg: msg.data == b"9")
+    )
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await inbox.request_many(counter, b"1", timeout=5, last=is_end)
+
+    assert (inbox._streams, inbox._waiting, inbox._deadlines) == ({}, {}, {})

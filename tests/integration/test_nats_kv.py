@@ -12,14 +12,14 @@ import attrs
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig, RawStreamMsg
+from nats.js.api import KeyValueConfig
 from nats.js.errors import APIError
 from nats.js.kv import KV_OP
 
-from adapters.nats.jetstream import JetStream
-from adapters.nats.jsapi import EMPTY_REQUEST
+from adapters.nats.jetstream import JetStream, LastMessages
 from adapters.nats.kv import (
     KEYS_PER_READ,
+    BatchedGets,
     NatsBuckets,
     NatsKeyValue,
     ensure_leases_bucket,
@@ -192,39 +192,106 @@ async def test_get_many_from_a_stream_that_is_gone_faults_as_get_does(kv: NatsKe
     assert type(many.value) is type(single.value)
 
 
-class RefusesBatchedGets(JetStream):
-    """Answers a batched direct get as nats-server 2.10.26 does (checked by hand: it knows no
-    `multi_last`); every other request goes to the real server."""
+class AsksAsAnOldServerIsAsked(JetStream):
+    """Sends each batched direct get without its subjects: nats-server 2.15 answers that
+    `408 Empty Request`, as 2.10.26 answers a batched get (checked by hand: it knows no
+    `multi_last`). Counts the batched gets asked."""
 
-    def __init__(self, conn: NatsClient, code: int) -> None:
+    def __init__(self, conn: NatsClient) -> None:
         super().__init__(conn)
-        self.code = code
+        self.asked = 0
 
-    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> list[RawStreamMsg]:
-        raise APIError(code=self.code, description="Empty Request")
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> LastMessages:
+        self.asked += 1
+        return await super().get_last_msgs(stream_name, [])
 
 
-async def test_get_many_reads_each_key_from_a_server_that_refuses_batched_gets(
-    kv: NatsKeyValue, nats_client: NatsClient
+class Refuses(JetStream):
+    """Refuses each batched direct get with `code` and `description`."""
+
+    def __init__(self, conn: NatsClient, code: int, description: str) -> None:
+        super().__init__(conn)
+        self.code, self.description = code, description
+
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> LastMessages:
+        raise APIError(code=self.code, description=self.description)
+
+
+async def test_get_many_reads_a_key_at_a_time_once_the_server_refused_batched_gets(
+    kv: NatsKeyValue, nats_client: NatsClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     await kv.put("a", b"1")
     await kv.put("b", b"2")
     await kv.delete("b")
-    old_server = attrs.evolve(kv, js=RefusesBatchedGets(nats_client, EMPTY_REQUEST))
+    old_js = AsksAsAnOldServerIsAsked(nats_client)
+    old_server = attrs.evolve(kv, js=old_js, batches=BatchedGets())
 
-    found = await old_server.get_many(["a", "b", "c"])
+    first = await old_server.get_many(["a", "b", "c"])
+    second = await old_server.get_many(["a", "c"])
 
-    assert {key: entry.value for key, entry in found.items()} == {"a": b"1"}
+    assert {key: entry.value for key, entry in first.items()} == {"a": b"1"}
+    assert {key: entry.value for key, entry in second.items()} == {"a": b"1"}
+    assert old_js.asked == 1
+    assert caplog.text.count("refuses batched direct gets") == 1
 
 
+@pytest.mark.parametrize(
+    ("code", "description"), [(408, "Bad Request"), (500, "Empty Request"), (None, "")]
+)
 async def test_get_many_faults_on_any_other_refusal_of_a_batched_get(
-    kv: NatsKeyValue, nats_client: NatsClient
+    kv: NatsKeyValue, nats_client: NatsClient, code: int, description: str
 ) -> None:
     await kv.put("a", b"1")
-    refusing = attrs.evolve(kv, js=RefusesBatchedGets(nats_client, 500))
+    refusing = attrs.evolve(kv, js=Refuses(nats_client, code, description), batches=BatchedGets())
 
     with pytest.raises(BackendError, match="get 1 keys from KV"):
         await refusing.get_many(["a"])
+    assert not refusing.batches.refused
+
+
+async def test_get_many_reads_a_value_stored_with_a_status_header(kv: NatsKeyValue) -> None:
+    await kv.js.publish(f"$KV.{kv.name}.b", b"2", headers={"Status": "ok"})
+    await kv.put("a", b"1")
+
+    found = await kv.get_many(["a", "b"])
+
+    assert {key: entry.value for key, entry in found.items()} == {"a": b"1", "b": b"2"}
+
+
+class StopsHalfway(JetStream):
+    """Answers a batched direct get as a server that stops once it has sent its `max_pending`
+    bytes (64 MB by default; checked by hand with 4 MB and 100 values of 60 KB: 70 sent,
+    then the end of the batch with Nats-Num-Pending 30): the real answer for the first half
+    of the subjects, and the rest counted as left out."""
+
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> LastMessages:
+        half = len(subjects) // 2
+        sent = await super().get_last_msgs(stream_name, subjects[:half])
+        return LastMessages(sent.messages, left_out=len(subjects) - half)
+
+
+async def test_get_many_reads_what_a_batched_get_left_out_on_its_own(
+    kv: NatsKeyValue, nats_client: NatsClient
+) -> None:
+    keys = [f"k{n}" for n in range(10)]
+    for key in keys:
+        await kv.put(key, key.encode())
+    await kv.delete("k7")
+    cut_short = attrs.evolve(kv, js=StopsHalfway(nats_client))
+
+    found = await cut_short.get_many(keys)
+
+    assert {key: entry.value for key, entry in found.items()} == {
+        key: key.encode() for key in keys if key != "k7"
+    }
+
+
+async def test_a_batched_get_that_sent_everything_left_nothing_out(kv: NatsKeyValue) -> None:
+    await kv.put("a", b"1")
+
+    answer = await kv.js.get_last_msgs(kv.stream, [f"$KV.{kv.name}.a", f"$KV.{kv.name}.b"])
+
+    assert ([msg.data for msg in answer.messages], answer.left_out) == ([b"1"], 0)
 
 
 async def test_get_many_checks_every_key(kv: NatsKeyValue) -> None:

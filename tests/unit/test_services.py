@@ -12,6 +12,7 @@ import pytest
 
 from adapters.memory.clock import ManualClock
 from adapters.memory.kv import MemoryBuckets, MemoryKeyValue
+from adapters.memory.leases import MemoryLeaseStore
 from adapters.metrics import PrometheusTelemetry
 from adapters.workers import KvWorkerDirectory
 from domain.errors import (
@@ -27,9 +28,11 @@ from domain.errors import (
 from domain.models import (
     DeliveryHandle,
     KvEntry,
+    Lease,
     RawJson,
     RunId,
     StepId,
+    TaskId,
     TaskPayload,
     TaskType,
     WorkerId,
@@ -439,6 +442,48 @@ async def test_a_checkpoint_read_that_faults_leaves_the_checkpoints_out_of_the_p
 
     assert [(task.run_id, task.checkpoint) for task in tasks] == [("r1", None), ("r2", None)]
     assert "checkpoints of r1.step-1, r2.step-1 not read: checkpoints away" in caplog.text
+
+
+async def test_a_task_whose_id_is_no_kv_key_leaves_the_others_checkpoints_alone(
+    bridge: Harness,
+) -> None:
+    await enqueue(bridge, "r1")
+    await bridge.queue.publish_task(
+        WORK, TaskPayload(run_id=RunId("r2"), step_id=StepId("bad step")), msg_id="m2"
+    )
+    checkpoints = await bridge.buckets.checkpoints()
+    assert checkpoints is not None
+    await checkpoints.put("r1.step-1", b"1")
+
+    tasks = await bridge.poll_now(WORK, max_tasks=2)
+
+    assert [(task.task_id, task.checkpoint) for task in tasks] == [
+        ("r1.step-1", b"1"),
+        ("r2.bad step", None),
+    ]
+
+
+async def test_a_redelivery_carries_the_checkpoint_its_earlier_holder_saved_until_fenced(
+    bridge: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await enqueue(bridge)
+    (task,) = await bridge.poll_now(WORK)
+    await bridge.resolve_action(task, "checkpoint", data=RawJson(b'"early"'))
+    bridge.clock.advance(ACK_WAIT + timedelta(seconds=1))
+    checkpoints = await bridge.buckets.checkpoints()
+    assert checkpoints is not None
+    read_lease = MemoryLeaseStore.get
+
+    async def saved_late(store: MemoryLeaseStore, task_id: TaskId) -> Lease | None:
+        # The earlier holder saves once more, as the redelivery looks its lease up to fence it.
+        await checkpoints.put(task_id, b'"late"')
+        return await read_lease(store, task_id)
+
+    monkeypatch.setattr(MemoryLeaseStore, "get", saved_late)
+
+    (again,) = await bridge.poll_now(WORK)
+
+    assert (again.attempt, again.checkpoint) == (2, b'"late"')
 
 
 async def test_extending_actions_move_the_lease_deadline_from_the_last_extension(

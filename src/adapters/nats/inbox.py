@@ -68,7 +68,7 @@ class Inbox:
         self, subject: str, payload: bytes, *, timeout: float, last: Callable[[Msg], bool]
     ) -> list[Msg]:
         """The replies to one request, in order, up to the first for which `last` is true
-        (included); `timeout` is for all of them."""
+        (included); `timeout` is for all of them. NoRespondersError, as `request`."""
         token = str(next(self._tokens))
         replies: list[Msg] = []
         self._streams[token] = (replies, last)
@@ -106,7 +106,7 @@ class Inbox:
             self._deadlines.pop(token, None)
             if reply.done() and not reply.cancelled():
                 reply.exception()  # a timeout that lost the race to a cancellation: not logged
-        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS:
+        if _no_responders(msg):
             raise NoRespondersError
         return msg
 
@@ -135,7 +135,7 @@ class Inbox:
         if stream is not None:
             replies, last = stream
             replies.append(msg)
-            if not last(msg):
+            if not (last(msg) or _no_responders(msg)):
                 return
         reply.set_result(msg)
 
@@ -148,3 +148,7 @@ class Inbox:
             if reply is not None and not reply.done():
                 reply.set_exception(NatsTimeoutError())
         self._sweep = loop.call_later(SWEEP_S, self._expire_due, loop) if self._deadlines else None
+
+
+def _no_responders(msg: Msg) -> bool:
+    return msg.headers is not None and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS

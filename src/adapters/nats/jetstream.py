@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import attrs
 import msgspec
 import nats.errors
 import nats.js.errors
@@ -26,7 +27,14 @@ from nats.js.client import JetStreamContext
 from nats.js.manager import JetStreamManager, _validate_stream_name
 
 from adapters.nats.inbox import Inbox
-from adapters.nats.jsapi import END_OF_BATCH, NO_MESSAGES, STATUS_HEADER
+from adapters.nats.jsapi import (
+    DESCRIPTION_HEADER,
+    END_OF_BATCH,
+    NO_MESSAGES,
+    NUM_PENDING_HEADER,
+    SEQUENCE_HEADER,
+    STATUS_HEADER,
+)
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 """nats-py's default for a JetStream context."""
@@ -121,7 +129,7 @@ class JetStream(JetStreamContext):
             raise nats.js.errors.ServiceUnavailableError from None
         return _stored_message(msgspec.json.decode(reply.data, type=_MessageGetAnswer))
 
-    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> list[api.RawStreamMsg]:
+    async def get_last_msgs(self, stream_name: str, subjects: list[str]) -> LastMessages:
         """The last message of each of `subjects` that has one, in stream order, from one
         batched direct get (nats-server 2.11 and later; the stream must allow direct gets).
         The API error JetStream answers (APIError and its kinds), ServiceUnavailableError
@@ -132,22 +140,36 @@ class JetStream(JetStreamContext):
                 f"{self._prefix}.DIRECT.GET.{stream_name}",
                 msgspec.json.encode({"multi_last": subjects}),
                 timeout=self._timeout,
-                last=_has_status,
+                last=_ends_batch,
             )
         except nats.errors.NoRespondersError:
             raise nats.js.errors.ServiceUnavailableError from None
         *found, end = replies
-        status = end.headers.get(STATUS_HEADER) if end.headers else None
+        headers = end.headers or {}
+        status = headers.get(STATUS_HEADER, "")
         if status == NO_MESSAGES:
-            return []
+            return LastMessages([], left_out=0)
         if status != END_OF_BATCH:
-            raise nats.js.errors.APIError.from_msg(end)
-        return [JetStreamManager._lift_msg_to_raw_msg(msg) for msg in found]
+            code = int(status) if status.isdigit() else None
+            raise nats.js.errors.APIError(code=code, description=headers.get(DESCRIPTION_HEADER))
+        messages = [JetStreamManager._lift_msg_to_raw_msg(msg) for msg in found]
+        return LastMessages(messages, left_out=int(headers.get(NUM_PENDING_HEADER) or 0))
 
 
-def _has_status(msg: Msg) -> bool:
-    """A status message ends a batched direct get: its end, no results, or an error."""
-    return msg.headers is not None and STATUS_HEADER in msg.headers
+@attrs.frozen
+class LastMessages:
+    """What a batched direct get sent: the messages, and how many it left out (it stops once
+    it has sent the server's `max_pending` bytes, 64 MB by default)."""
+
+    messages: list[api.RawStreamMsg]
+    left_out: int
+
+
+def _ends_batch(msg: Msg) -> bool:
+    """A status from the server ends a batched direct get: its end, no results, or an
+    error. A stored message has a sequence, whatever headers its publisher gave it."""
+    headers = msg.headers
+    return headers is not None and STATUS_HEADER in headers and SEQUENCE_HEADER not in headers
 
 
 class _StoredMessage(msgspec.Struct):

@@ -21,6 +21,9 @@ TERM: Final = b"+TERM"
 
 STATUS_HEADER: Final = "Status"
 DESCRIPTION_HEADER: Final = "Description"
+SEQUENCE_HEADER: Final = "Nats-Sequence"
+"""On a message a direct get answers: its stream sequence."""
+NUM_PENDING_HEADER: Final = "Nats-Num-Pending"
 NO_MESSAGES: Final = "404"
 """A no-wait pull request found nothing (more) to deliver."""
 REQUEST_TIMEOUT: Final = "408"
@@ -28,7 +31,7 @@ REQUEST_TIMEOUT: Final = "408"
 HEARTBEAT: Final = "100"
 END_OF_BATCH: Final = "204"
 """A batched direct get sent all it found."""
-EMPTY_REQUEST: Final = 408
+EMPTY_REQUEST: Final = (408, "Empty Request")
 """What a nats-server before 2.11 answers a batched direct get: it knows no `multi_last`."""
 NO_RESPONDERS: Final = "503"
 

@@ -34,7 +34,7 @@ from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 from nats.js.kv import KeyValue as Bucket
 
 from adapters.nats.errors import translated
-from adapters.nats.jetstream import JetStream
+from adapters.nats.jetstream import JetStream, LastMessages
 from adapters.nats.jsapi import EMPTY_REQUEST
 from adapters.nats.provision import placing, warn_if_fewer_replicas
 from adapters.wire import (
@@ -59,13 +59,20 @@ MISSING_BUCKET_RECHECK: Final = timedelta(seconds=2)
 SCAN_BATCH: Final = 1_000
 KEYS_PER_READ: Final = 256
 """Keys a batched read asks for at once (a poll hands out at most 256 tasks); nats-server
-answers a batched direct get with at most 1,024 messages."""
+refuses a batched direct get that more than 1,024 subjects match (413 Too Many Results)."""
 SCAN_FETCH_TIMEOUT_S: Final = 5.0
 
 
 def check_key(key: str) -> str:
     """The key itself if JetStream can store it; InvalidRequestError otherwise."""
     return validate_kv_key(key, "KV key")
+
+
+@attrs.define
+class BatchedGets:
+    """Whether the server refused a batched direct get. Mutable on purpose: learnt once."""
+
+    refused: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -84,6 +91,7 @@ class NatsKeyValue:
     direct: bool
     """Whether the bucket's stream answers direct gets (DagNats creates its buckets so)."""
     watch_idle: timedelta = WATCH_IDLE
+    batches: BatchedGets = attrs.field(factory=BatchedGets)
 
     async def get(self, key: str) -> KvEntry | None:
         """The key's value; None when it has none, or was deleted or purged since."""
@@ -91,9 +99,10 @@ class NatsKeyValue:
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, KvEntry]:
         """The values of those of `keys` that have one: one batched direct get per
-        KEYS_PER_READ keys when the bucket allows direct gets, else a get per key, at once."""
+        KEYS_PER_READ keys when the bucket allows direct gets and the server has them, else a
+        get per key, at once."""
         wanted = list(dict.fromkeys(check_key(key) for key in keys))
-        if not self.direct:
+        if not self.direct or self.batches.refused:
             return await self._get_each(wanted)
         found: dict[str, KvEntry] = {}
         for start in range(0, len(wanted), KEYS_PER_READ):
@@ -101,25 +110,28 @@ class NatsKeyValue:
         return found
 
     async def _get_batch(self, keys: list[str]) -> dict[str, KvEntry]:
-        """One batched direct get; a server before 2.11 refuses it, and then each key is
-        read on its own."""
+        """One batched direct get, and a get each for the keys it left out; a server before
+        2.11 refuses it, and from then on each key is read on its own."""
         subjects = [self._prefix + key for key in keys]
         with translated(f"get {len(keys)} keys from KV {self.name}"):
             try:
-                messages: list[RawStreamMsg] | None = await self.js.get_last_msgs(
-                    self.stream, subjects
-                )
+                batch: LastMessages | None = await self.js.get_last_msgs(self.stream, subjects)
             except APIError as exc:
-                if exc.code != EMPTY_REQUEST:
+                if (exc.code, exc.description) != EMPTY_REQUEST:
                     raise
-                messages = None
-        if messages is None:
+                batch = None
+        if batch is None:
+            self.batches.refused = True
+            log.warning(
+                "nats-server refuses batched direct gets (it is older than 2.11): KV %s is read"
+                " a key at a time from now on",
+                self.name,
+            )
             return await self._get_each(keys)
-        found: dict[str, KvEntry] = {}
-        for msg in messages:
-            key = (msg.subject or "").removeprefix(self._prefix)
-            if not _is_marker(msg):
-                found[key] = self._entry(key, msg)
+        answered = {(msg.subject or "").removeprefix(self._prefix): msg for msg in batch.messages}
+        found = {key: self._entry(key, msg) for key, msg in answered.items() if not _is_marker(msg)}
+        if batch.left_out:
+            found |= await self._get_each([key for key in keys if key not in answered])
         return found
 
     async def _get_each(self, keys: list[str]) -> dict[str, KvEntry]:

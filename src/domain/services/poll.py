@@ -84,10 +84,12 @@ class PollCommand:
 
 
 class _Dispatched(NamedTuple):
-    """A delivery handed out: its task and the lease stored for it."""
+    """A delivery handed out: its task, the lease stored for it and, for a redelivery, the
+    checkpoint read once that lease was stored."""
 
     task: TaskPayload
     lease: Lease
+    checkpoint: RawJson | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -323,7 +325,7 @@ class PollService:
         )
         checkpoints = outcomes[0] if isinstance(outcomes[0], dict) else {}
         taken = [
-            self._polled(o.task, o.lease, checkpoints.get(o.lease.task_id))
+            self._polled(o.task, o.lease, o.checkpoint or checkpoints.get(o.lease.task_id))
             for o in outcomes
             if isinstance(o, _Dispatched)
         ]
@@ -337,14 +339,20 @@ class PollService:
         return taken
 
     async def _saved_checkpoints(self, deliveries: list[Delivery]) -> dict[TaskId, RawJson]:
-        """What a native worker's LoadCheckpoint would read, for each delivered task that has
-        a checkpoint: one read for them all, at once with their dispatch. A read fault only
-        leaves the checkpoints out."""
+        """What a native worker's LoadCheckpoint would read, for each first delivery that has
+        a checkpoint: one read for them all, at once with their dispatch. (A redelivery's is
+        read once its earlier lease is fenced, see `_dispatch`: its holder may write one
+        until then.) A read fault only leaves the checkpoints out."""
         task_ids = [
             task_id
-            for task in (delivery.task for delivery in deliveries)
-            if task is not None and is_kv_key(task_id := task_id_of(task.run_id, task.step_id))
+            for delivery in deliveries
+            if (task := delivery.task) is not None
+            and delivery.delivery_count == 1
+            and is_kv_key(task_id := task_id_of(task.run_id, task.step_id))
         ]
+        return await self._saved_checkpoints_of(task_ids) if task_ids else {}
+
+    async def _saved_checkpoints_of(self, task_ids: list[TaskId]) -> dict[TaskId, RawJson]:
         try:
             bucket = await self.buckets.checkpoints()
             entries = await bucket.get_many(task_ids) if bucket is not None else {}
@@ -381,7 +389,10 @@ class PollService:
                 delivery, self._new_lease(delivery, task, attempt, worker_id, trace)
             )
             self.telemetry.task_handed_out(delivery.task_type)
-            return _Dispatched(task, lease)
+            if delivery.delivery_count == 1:
+                return _Dispatched(task, lease)
+            saved = await self._saved_checkpoints_of([lease.task_id])
+            return _Dispatched(task, lease, saved.get(lease.task_id))
 
     async def _may_hand_out_again(self, delivery: Delivery, task: TaskPayload) -> bool:
         """Whether a redelivered message may be handed out in place of its earlier lease.
