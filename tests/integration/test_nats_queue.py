@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import nats
 import pytest
@@ -433,9 +433,77 @@ async def test_after_a_reconnection_a_fetch_pulls_again_whatever_request_was_out
     fetched = await queue.fetch(stream.type(), 5, NO_WAIT)
     await other_client.flush()
     waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
 
     assert fetched == []
     assert [b'"no_wait": true' in request for request in requests] == [True]
+
+
+async def test_no_waiting_request_is_renewed_once_its_waiters_have_left(
+    queue: NatsTaskQueue,
+    js: JetStreamContext,
+    stream: TaskStream,
+    other_client: NatsClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pulls, "LONG_PULL_S", 0.1)
+    await queue.wait_ready([stream.type()], timedelta(milliseconds=150))
+    puller = await queue._puller(stream.type())
+    last = puller._waiting
+    assert last is not None
+    requests = await pull_requests(other_client, stream)
+
+    async with asyncio.timeout(LONG_ENOUGH.total_seconds()):
+        await last.ended.wait()
+    await other_client.flush()
+
+    assert requests == []
+    assert puller._waiting is last
+
+
+async def test_a_waiting_request_whose_end_never_comes_wakes_the_waiter_at_its_deadline(
+    queue: NatsTaskQueue,
+    js: JetStreamContext,
+    stream: TaskStream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As when the connection, and the server with it, lost the request: it is never sent."""
+    monkeypatch.setattr(pulls, "LONG_PULL_S", 0.1)
+    monkeypatch.setattr(pulls, "EXPIRY_GRACE_S", 0.1)
+    send = pulls.TypePuller._request
+    lost: list[str] = []
+
+    async def lose_the_first(puller: pulls.TypePuller, pull: Any, body: Any) -> None:
+        if pull.token.startswith("w.") and not lost:
+            lost.append(pull.token)
+            return
+        await send(puller, pull, body)
+
+    monkeypatch.setattr(pulls.TypePuller, "_request", lose_the_first)
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    await pulls_waiting(js, stream, stream.type())
+    published = time.monotonic()
+    await publish(queue, stream, "s1")
+    await waiting
+
+    assert lost
+    assert time.monotonic() - published < LONG_ENOUGH.total_seconds() / 2
+    assert steps(await queue.fetch(stream.type(), 5, NO_WAIT)) == ["s1"]
+
+
+async def test_a_waiting_request_that_could_not_be_sent_is_not_taken_for_one_in_flight(
+    queue: NatsTaskQueue, stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    puller = await queue._puller(stream.type())
+
+    async def unreachable(puller: pulls.TypePuller, pull: Any, body: Any) -> None:
+        raise BackendUnavailableError("pull: NATS unavailable")
+
+    monkeypatch.setattr(pulls.TypePuller, "_request", unreachable)
+
+    with pytest.raises(BackendUnavailableError):
+        await puller.keep_waiting(1.0)
+    assert puller._waiting is None
 
 
 async def test_wait_ready_wakes_when_a_nak_delay_ends(

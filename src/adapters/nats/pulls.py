@@ -12,7 +12,8 @@ messages out of it. Two inboxes, each one subscription for the life of the pulle
 * wait inbox: at most one waiting request of one message at a time, expiring after at most
   `LONG_PULL_S`. JetStream answers it the moment a message becomes deliverable (a publish, a
   NAK delay or an AckWait ending), which is what wakes `wait_ready`. One that expires with
-  nothing is renewed by the puller while anyone waits, without waking the waiters.
+  nothing is renewed by the puller, to expire with the last of the waiters, without waking
+  them; one whose end never comes (lost with the connection) wakes them at its deadline.
 
 A waiting request cannot be cancelled, and one nobody waits on any more may still bring a
 message. The subscriptions outlive every request, so such a message is never lost: it waits
@@ -27,7 +28,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Final
@@ -105,8 +106,8 @@ class TypePuller:
     """Pulls of one consumer (`consumer` on `stream`) for one bridge process.
 
     Mutable on purpose: it owns the subscriptions, the requests in flight and the buffer.
-    `on_arrival` is called whenever a message is buffered or a waiting request ends other
-    than by expiring while anyone waits (`waited_on`).
+    `on_arrival` is called whenever a message is buffered, a waiting request ends in a fault
+    or is lost, or its renewal for the waiters (`waited_on`) fails.
     """
 
     nc: NatsClient
@@ -125,7 +126,8 @@ class TypePuller:
     _fetch_lock: asyncio.Lock = attrs.field(init=False, factory=asyncio.Lock)
     _releases: set[asyncio.Task[None]] = attrs.field(init=False, factory=set)
     _faulted: bool = attrs.field(init=False, default=False)
-    _waiters: int = attrs.field(init=False, default=0)
+    _waiters: Counter[float] = attrs.field(init=False, factory=Counter)
+    """The loop times until which the waiters wait, each with how many wait until then."""
 
     async def start(self) -> None:
         """Subscribe the two inboxes; call once before anything else."""
@@ -169,18 +171,27 @@ class TypePuller:
         if last is not None and self._live(last):
             return
         expires = min(max(seconds, MIN_EXPIRES_S), LONG_PULL_S)
-        self._waiting = self._new_pull("w", 1, loop.time() + expires + EXPIRY_GRACE_S)
-        await self._request(self._waiting, {"batch": 1, "expires": nanoseconds(expires)})
+        pull = self._waiting = self._new_pull("w", 1, loop.time() + expires + EXPIRY_GRACE_S)
+        try:
+            await self._request(pull, {"batch": 1, "expires": nanoseconds(expires)})
+        except BaseException:
+            if self._waiting is pull:
+                self._waiting = None  # never sent: it must not pass for one in flight
+            raise
+        loop.call_at(pull.deadline, self._if_lost, pull)
 
     @contextlib.contextmanager
-    def waited_on(self) -> Iterator[None]:
-        """Count a waiter for as long as the block runs: while any waits, a waiting request
-        that expires with nothing is renewed here, and the waiters sleep on."""
-        self._waiters += 1
+    def waited_on(self, until: float) -> Iterator[None]:
+        """Count a waiter, waiting until the loop time `until`, for as long as the block
+        runs: a waiting request that expires with nothing meanwhile is renewed here, to
+        expire with the last of the waiters, and the waiters sleep on."""
+        self._waiters[until] += 1
         try:
             yield
         finally:
-            self._waiters -= 1
+            self._waiters[until] -= 1
+            if not self._waiters[until]:
+                del self._waiters[until]
 
     async def close(self) -> None:
         """Stop pulling and NAK what was pulled but not handed out."""
@@ -238,16 +249,25 @@ class TypePuller:
         end wakes the waiters, who look again and renew it (or meet its fault)."""
         expired = self._waiting
         self._route(msg, expired)
-        if _status(msg) is None:
+        if _status(msg) is None or expired is None or not expired.ended.is_set():
+            return  # a message (it woke the waiters), or the end of an older request
+        if expired.fault is not None:
+            self.on_arrival()
             return
-        if self._waiters and expired is not None and expired.ended.is_set() and not expired.fault:
-            try:
-                await self.keep_waiting(LONG_PULL_S)
-            except DomainError:
-                pass  # the waiters renew it themselves, and meet the fault
-            else:
-                return
-        self.on_arrival()
+        left = max(self._waiters, default=0.0) - asyncio.get_running_loop().time()
+        if left < MIN_EXPIRES_S:
+            return
+        try:
+            await self.keep_waiting(left)
+        except DomainError:
+            self.on_arrival()  # the waiters try it themselves, and meet the fault
+
+    def _if_lost(self, pull: _Pull) -> None:
+        """At its deadline, a waiting request whose end never came was lost (with the
+        connection, or the server that held it): the waiters wake and send another."""
+        if self._waiting is pull and not pull.ended.is_set():
+            pull.end()
+            self.on_arrival()
 
     def _route(self, msg: Msg, pull: _Pull | None) -> None:
         """Buffer a message (counting it against `pull`), or let a status end `pull`."""

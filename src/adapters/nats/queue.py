@@ -134,7 +134,7 @@ class NatsTaskQueue:
         pullers = [await self._puller(t) for t in task_types]
         with contextlib.ExitStack() as waiting:
             for puller in pullers:
-                waiting.enter_context(puller.waited_on())
+                waiting.enter_context(puller.waited_on(deadline))
             while not any(p.holding for p in pullers) and not any(s.done() for s in until):
                 left = deadline - loop.time()
                 if left <= 0:
