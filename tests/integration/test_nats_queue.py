@@ -506,6 +506,34 @@ async def test_a_waiting_request_that_could_not_be_sent_is_not_taken_for_one_in_
     assert puller._waiting is None
 
 
+async def test_a_message_of_one_type_wakes_no_poll_waiting_on_another(
+    queue: NatsTaskQueue,
+    js: JetStreamContext,
+    stream: TaskStream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quiet, busy = stream.type("quiet"), stream.type()
+    looks: list[str] = []
+    keep_waiting = pulls.TypePuller.keep_waiting
+
+    async def counted(puller: pulls.TypePuller, seconds: float) -> None:
+        looks.append(puller.consumer)
+        await keep_waiting(puller, seconds)
+
+    monkeypatch.setattr(pulls.TypePuller, "keep_waiting", counted)
+    waiting = asyncio.create_task(queue.wait_ready([quiet], LONG_ENOUGH))
+    await pulls_waiting(js, stream, quiet)
+    for step in ("s1", "s2", "s3"):
+        await publish(queue, stream, step)
+        await queue.wait_ready([busy], LONG_ENOUGH)
+        assert steps(await queue.fetch(busy, 5, NO_WAIT)) == [step]
+    quiet_looks = looks.count(consumer_name(quiet))
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
+    assert quiet_looks == 1
+
+
 async def test_wait_ready_wakes_when_a_nak_delay_ends(
     queue: NatsTaskQueue, stream: TaskStream
 ) -> None:

@@ -80,7 +80,9 @@ class NatsTaskQueue:
     _consumers: TypeConsumers = attrs.field(init=False)
     _pullers: dict[TaskType, TypePuller] = attrs.field(init=False, factory=dict)
     _adopting: asyncio.Lock = attrs.field(init=False, factory=asyncio.Lock)
-    _arrivals: _Arrivals = attrs.field(init=False, factory=_Arrivals)
+    _arrivals: dict[TaskType, _Arrivals] = attrs.field(init=False, factory=dict)
+    """Per type, so that a message wakes only the polls waiting on its type: with one for all
+    types, 300 polls waiting on a quiet type cut a busy type's throughput fourfold."""
 
     @_consumers.default
     def _type_consumers(self) -> TypeConsumers:
@@ -132,6 +134,7 @@ class NatsTaskQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout.total_seconds()
         pullers = [await self._puller(t) for t in task_types]
+        arrivals = [self._arrivals_of(t) for t in task_types]
         with contextlib.ExitStack() as waiting:
             for puller in pullers:
                 waiting.enter_context(puller.waited_on(deadline))
@@ -140,11 +143,11 @@ class NatsTaskQueue:
                 if left <= 0:
                     return
                 # Taken before the requests go out, so an answer to them cannot be missed.
-                arrival = self._arrivals.waiter()
+                arrived = {arrival.waiter() for arrival in arrivals}
                 for puller in pullers:
                     await self._guarded(puller, puller.keep_waiting(left))
                 await asyncio.wait(
-                    {arrival, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    {*arrived, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
 
     async def ack(self, handle: DeliveryHandle) -> None:
@@ -179,12 +182,17 @@ class NatsTaskQueue:
                 self.stream,
                 info.name,
                 timedelta(seconds=info.config.ack_wait or DEFAULT_ACK_WAIT_S),
-                self._arrivals.notify,
+                self._arrivals_of(task_type).notify,
                 settlements=self._js.inbox,
             )
             await puller.start()
             self._pullers[task_type] = puller
             return puller
+
+    def _arrivals_of(self, task_type: TaskType) -> _Arrivals:
+        if (known := self._arrivals.get(task_type)) is None:
+            known = self._arrivals[task_type] = _Arrivals()
+        return known
 
     async def _guarded(self, puller: TypePuller, call: Awaitable[T]) -> T:
         """Await `call`; once JetStream answered a pull with a fault, forget the puller.
