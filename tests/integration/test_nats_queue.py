@@ -24,7 +24,7 @@ from adapters.nats.jsapi import pull_subject
 from adapters.nats.queue import NatsTaskQueue, _Arrivals
 from adapters.wire import consumer_filter, consumer_name, overlap_conflict
 from app.embedded import EmbeddedNats
-from domain.errors import BackendUnavailableError, ConsumerConflictError
+from domain.errors import BackendUnavailableError, ConsumerConflictError, DomainError
 from domain.models import Delivery, StepId, TaskPayload, TaskType
 from tests.integration.jetstream import TaskStream, stored, task_queue
 
@@ -193,6 +193,24 @@ async def test_a_consumer_deleted_under_the_queue_is_created_again_after_one_fau
     deliveries = await queue.fetch(stream.type(), 1, NO_WAIT)
 
     assert steps(deliveries) == ["s1"]
+
+
+async def test_every_poll_waiting_on_a_consumer_deleted_under_it_stops_waiting(
+    queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream
+) -> None:
+    waiting = [
+        asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH)) for _ in range(3)
+    ]
+    await pulls_waiting(js, stream, stream.type())
+    started = time.monotonic()
+
+    await js.delete_consumer(stream.name, consumer_name(stream.type()))
+    ended = await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert time.monotonic() - started < LONG_ENOUGH.total_seconds() / 2
+    assert not [outcome for outcome in ended if not isinstance(outcome, DomainError | None)]
+    await publish(queue, stream, "s1")
+    assert steps(await queue.fetch(stream.type(), 1, LONG_ENOUGH)) == ["s1"]
 
 
 async def test_fetch_returns_a_partial_batch_at_once(
@@ -512,6 +530,7 @@ async def test_a_message_of_one_type_wakes_no_poll_waiting_on_another(
     stream: TaskStream,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(pulls, "LONG_PULL_S", LONG_ENOUGH.total_seconds())
     quiet, busy = stream.type("quiet"), stream.type()
     looks: list[str] = []
     keep_waiting = pulls.TypePuller.keep_waiting

@@ -142,6 +142,12 @@ class NatsTaskQueue:
                 left = deadline - loop.time()
                 if left <= 0:
                     return
+                if faulted := [p for p in pullers if p.faulted]:
+                    # Every waiter on it stops waiting (not only the one that would meet the
+                    # fault), and the next fetch finds the type's consumer again.
+                    for puller in faulted:
+                        await self._forget(puller)
+                    return
                 # Taken before the requests go out, so an answer to them cannot be missed.
                 arrived = {arrival.waiter() for arrival in arrivals}
                 for puller in pullers:
@@ -203,11 +209,16 @@ class NatsTaskQueue:
             return await call
         except DomainError:
             if puller.faulted:
-                for task_type, known in list(self._pullers.items()):
-                    if known is puller:
-                        del self._pullers[task_type]
-                await puller.close()
+                await self._forget(puller)
             raise
+
+    async def _forget(self, puller: TypePuller) -> None:
+        """Drop a puller that met a fault, and close it, once whoever asks."""
+        forgotten = [t for t, known in self._pullers.items() if known is puller]
+        for task_type in forgotten:
+            del self._pullers[task_type]
+        if forgotten:
+            await puller.close()
 
     def _delivery(self, task_type: TaskType, puller: TypePuller, msg: Msg) -> Delivery:
         try:
