@@ -324,8 +324,7 @@ async def test_publish_task_goes_to_the_type_and_run_subject_with_its_msg_id(
 async def test_wait_ready_wakes_on_a_publish(
     queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream
 ) -> None:
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
 
     published = time.monotonic()
     await publish(queue, stream, "s1")
@@ -350,8 +349,7 @@ async def pull_requests(client: NatsClient, stream: TaskStream) -> list[bytes]:
 async def test_a_wake_up_with_nothing_pending_behind_it_is_handed_out_without_another_pull(
     queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream, other_client: NatsClient
 ) -> None:
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
     requests = await pull_requests(other_client, stream)
 
     await publish(queue, stream, "s1")
@@ -420,8 +418,7 @@ async def test_a_waiting_request_that_expires_is_renewed_without_waking_the_wait
 async def test_a_fetch_while_the_waiting_request_is_out_sends_no_pull_of_its_own(
     queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream, other_client: NatsClient
 ) -> None:
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
     requests = await pull_requests(other_client, stream)
 
     fetched = await queue.fetch(stream.type(), 5, NO_WAIT)
@@ -443,8 +440,7 @@ async def test_after_a_reconnection_a_fetch_pulls_again_whatever_request_was_out
 ) -> None:
     """A reconnection may have lost the waiting request on the server: nats-py counts each
     in `stats["reconnects"]`, counted up here as a reconnection would."""
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
     requests = await pull_requests(other_client, stream)
 
     nats_client.stats["reconnects"] += 1
@@ -498,8 +494,7 @@ async def test_a_waiting_request_whose_end_never_comes_wakes_the_waiter_at_its_d
         await send(puller, pull, body)
 
     monkeypatch.setattr(pulls.TypePuller, "_request", lose_the_first)
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
     published = time.monotonic()
     await publish(queue, stream, "s1")
     await waiting
@@ -649,8 +644,7 @@ async def test_a_handle_settles_through_a_second_connection(
 async def test_a_message_pulled_for_a_cancelled_wait_is_handed_out_by_the_next_fetch(
     queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream
 ) -> None:
-    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
-    await pulls_waiting(js, stream, stream.type())
+    waiting = await waiting_on_the_type(queue, js, stream)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
 
@@ -692,6 +686,15 @@ async def test_close_releases_what_was_pulled_but_not_handed_out(
         delivery = await fetch_one(replica, stream.type())
 
     assert delivery.delivery_count == 2
+
+
+async def waiting_on_the_type(
+    queue: NatsTaskQueue, js: JetStreamContext, stream: TaskStream
+) -> asyncio.Task[None]:
+    """A wait_ready on the test's default type, once its waiting request is out."""
+    waiting = asyncio.create_task(queue.wait_ready([stream.type()], LONG_ENOUGH))
+    await pulls_waiting(js, stream, stream.type())
+    return waiting
 
 
 async def pulls_waiting(js: JetStreamContext, stream: TaskStream, *task_types: TaskType) -> None:
