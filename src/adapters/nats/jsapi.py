@@ -29,6 +29,11 @@ NO_MESSAGES: Final = "404"
 REQUEST_TIMEOUT: Final = "408"
 """A pull request expired, or a no-wait one ended after a partial batch."""
 HEARTBEAT: Final = "100"
+CONFLICT: Final = "409"
+"""A pull request ended for a reason its description gives."""
+PASSING_CONFLICTS: Final = frozenset({"Leadership Change", "Server Shutdown"})
+"""The 409s that end a pull request with nothing wrong with its consumer: its leader moved
+to another server of the cluster, or the server that held the request is stopping."""
 END_OF_BATCH: Final = "204"
 """A batched direct get sent all it found."""
 EMPTY_REQUEST: Final = (408, "Empty Request")

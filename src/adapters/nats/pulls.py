@@ -43,11 +43,13 @@ from adapters.nats.acks import settle
 from adapters.nats.errors import translated
 from adapters.nats.inbox import Inbox
 from adapters.nats.jsapi import (
+    CONFLICT,
     DESCRIPTION_HEADER,
     HEARTBEAT,
     NAK,
     NO_MESSAGES,
     NO_RESPONDERS,
+    PASSING_CONFLICTS,
     REQUEST_TIMEOUT,
     STATUS_HEADER,
     nanoseconds,
@@ -291,6 +293,12 @@ class TypePuller:
             return
         # nats-py leaves the rest of a 503's header block in its description: keep line one.
         description = (msg.headers or {}).get(DESCRIPTION_HEADER, "").split("\n", 1)[0]
+        if status == CONFLICT and description in PASSING_CONFLICTS:
+            # The consumer is fine: the next request (a renewal for the waiters, or the next
+            # fetch) finds its leader, and the puller keeps its buffer.
+            log.info("a pull on %s ended with %s %s", self.consumer, status, description)
+            pull.end()
+            return
         self._faulted = True
         pull.end(fault=f"{status} {description}".strip())
 

@@ -1,0 +1,158 @@
+"""TypePuller against a scripted consumer on a real nats-server: the pull statuses JetStream
+sends only in a cluster or while a server stops, each answered here as JetStream words it.
+
+The consumer's pull subject has no JetStream consumer behind it; the test's responder hears
+each pull request and answers it with a raw status line (`NATS/1.0 409 Leadership Change`),
+which nats-py cannot publish, over a connection of its own speaking the NATS protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Final
+from urllib.parse import urlsplit
+
+import attrs
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from adapters.nats.inbox import Inbox
+from adapters.nats.jsapi import pull_subject
+from adapters.nats.pulls import TypePuller
+from app.embedded import EmbeddedNats
+from domain.errors import BackendError
+from tests.integration.jetstream import unique
+
+pytestmark = pytest.mark.integration
+
+STREAM: Final = "SCRIPTED"
+ANSWER_TIMEOUT_S: Final = 5.0
+
+
+async def send_status(server: EmbeddedNats, subject: str, status: str) -> None:
+    """Publish a message that is only a status line, as JetStream ends a pull request."""
+    address = urlsplit(server.url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        await reader.readline()  # INFO
+        header = f"NATS/1.0 {status}\r\n\r\n".encode()
+        writer.write(b'CONNECT {"verbose":false,"headers":true,"protocol":1}\r\n')
+        size = len(header)
+        writer.write(b"HPUB %s %d %d\r\n%s\r\n" % (subject.encode(), size, size, header))
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        assert await reader.readline() == b"PONG\r\n"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@attrs.define
+class ScriptedConsumer:
+    """Hears the pull requests of `consumer`, and answers each with the next status of the
+    script (none once it runs out). Mutable on purpose: what it heard."""
+
+    server: EmbeddedNats
+    consumer: str
+    script: list[str]
+    requests: asyncio.Queue[dict[str, object]] = attrs.field(factory=asyncio.Queue)
+
+    async def answer(self, msg: Msg) -> None:
+        if self.script:
+            await send_status(self.server, msg.reply, self.script.pop(0))
+        self.requests.put_nowait(json.loads(msg.data))
+
+    async def next_request(self) -> dict[str, object]:
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            return await self.requests.get()
+
+
+@pytest.fixture
+async def consumer(nats_server: EmbeddedNats, nats_client: NatsClient) -> ScriptedConsumer:
+    scripted = ScriptedConsumer(nats_server, unique("scripted-"), [])
+    await nats_client.subscribe(pull_subject(STREAM, scripted.consumer), cb=scripted.answer)
+    await nats_client.flush()
+    return scripted
+
+
+@pytest.fixture
+def woken() -> asyncio.Event:
+    """Set by the puller's `on_arrival`: what wakes the waiters."""
+    return asyncio.Event()
+
+
+@pytest.fixture
+async def puller(
+    nats_client: NatsClient, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> AsyncIterator[TypePuller]:
+    started = TypePuller(
+        nats_client,
+        STREAM,
+        consumer.consumer,
+        timedelta(seconds=30),
+        woken.set,
+        settlements=Inbox(nats_client),
+    )
+    await started.start()
+    yield started
+    await started.close()
+
+
+@pytest.mark.parametrize("status", ["409 Leadership Change", "409 Server Shutdown"])
+async def test_a_fetch_ended_by_a_passing_conflict_returns_at_once_and_keeps_the_puller(
+    puller: TypePuller, consumer: ScriptedConsumer, status: str
+) -> None:
+    consumer.script = [status, "404 No Messages"]
+
+    first = await puller.pull(5)
+    second = await puller.pull(5)
+
+    assert (first, second, puller.faulted) == ([], [], False)
+    assert [(await consumer.next_request())["no_wait"] for _ in range(2)] == [True, True]
+
+
+async def test_a_fetch_ended_by_a_deleted_consumer_is_a_fault(
+    puller: TypePuller, consumer: ScriptedConsumer
+) -> None:
+    consumer.script = ["409 Consumer Deleted"]
+
+    with pytest.raises(BackendError, match="409 Consumer Deleted"):
+        await puller.pull(5)
+    assert puller.faulted
+
+
+@pytest.mark.parametrize("status", ["409 Leadership Change", "409 Server Shutdown"])
+async def test_a_waiting_request_ended_by_a_passing_conflict_is_renewed_and_wakes_nobody(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event, status: str
+) -> None:
+    consumer.script = [status]
+    until = asyncio.get_running_loop().time() + 30
+
+    with puller.waited_on(until):
+        await puller.keep_waiting(30)
+        first = await consumer.next_request()
+        renewal = await consumer.next_request()
+
+    assert "no_wait" not in first
+    assert "no_wait" not in renewal
+    assert (woken.is_set(), puller.faulted) == (False, False)
+
+
+async def test_a_waiting_request_ended_by_a_deleted_consumer_wakes_the_waiters(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> None:
+    consumer.script = ["409 Consumer Deleted"]
+    until = asyncio.get_running_loop().time() + 30
+
+    with puller.waited_on(until):
+        await puller.keep_waiting(30)
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            await woken.wait()
+
+    assert puller.faulted
+    with pytest.raises(BackendError, match="409 Consumer Deleted"):
+        await puller.keep_waiting(30)
