@@ -101,10 +101,16 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
             tls_ca=settings.nats_tls_ca,
             tls_cert=settings.nats_tls_cert,
             tls_key=settings.nats_tls_key,
-        )
+        ),
+        # The polls waiting on a request that the server may have lost with the old
+        # connection wake and send another.
+        on_reconnected=lambda: container.queue().reconnected(),
     )
     try:
         jetstream = JetStream(client)
+        # Before anything that may outlast a reconnection: its callback needs the queue.
+        container.nats.override(providers.Object(client))
+        container.jetstream.override(providers.Object(jetstream))
         try:
             await while_cluster_forms(lambda: _create_what_is_missing(jetstream, settings))
         except DomainError as exc:
@@ -113,8 +119,6 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
                 "cannot create the streams and buckets (replicas %d): %s", settings.replicas, exc
             )
             raise
-        container.nats.override(providers.Object(client))
-        container.jetstream.override(providers.Object(jetstream))
         container.telemetry().watch_nats(client)
         try:
             yield

@@ -1,9 +1,11 @@
-"""The bridge's NATS connection: reconnects forever, logs its state changes."""
+"""The bridge's NATS connection: reconnects forever, logs its state changes, and says when it
+has reconnected."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -29,8 +31,16 @@ class NatsOptions:
     tls_key: Path | None = None
 
 
-async def connect(options: NatsOptions) -> NatsClient:
-    """Connect once (a failure is raised at start-up); after that, reconnect forever."""
+async def connect(
+    options: NatsOptions, on_reconnected: Callable[[], None] = lambda: None
+) -> NatsClient:
+    """Connect once (a failure is raised at start-up); after that, reconnect forever, and
+    call `on_reconnected` after each reconnection."""
+
+    async def reconnected() -> None:
+        log.info("NATS reconnected")
+        on_reconnected()
+
     with translated("connect to NATS"):
         return await nats.connect(
             servers=options.servers,
@@ -43,7 +53,7 @@ async def connect(options: NatsOptions) -> NatsClient:
             pending_size=PENDING_BYTES_WHILE_AWAY,
             error_cb=_on_error,
             disconnected_cb=_on_disconnected,
-            reconnected_cb=_on_reconnected,
+            reconnected_cb=reconnected,
             name="dagnats-bridge",
         )
 
@@ -64,7 +74,3 @@ async def _on_error(exc: Exception) -> None:
 
 async def _on_disconnected() -> None:
     log.warning("NATS disconnected")
-
-
-async def _on_reconnected() -> None:
-    log.info("NATS reconnected")

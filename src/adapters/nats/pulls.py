@@ -13,7 +13,8 @@ messages out of it. Two inboxes, each one subscription for the life of the pulle
   `LONG_PULL_S`. JetStream answers it the moment a message becomes deliverable (a publish, a
   NAK delay or an AckWait ending), which is what wakes `wait_ready`. One that expires with
   nothing is renewed by the puller, to expire with the last of the waiters, without waking
-  them; one whose end never comes (lost with the connection) wakes them at its deadline.
+  them; one whose end never comes (lost with the connection) wakes them at its deadline, if
+  the reconnection has not woken them first (`NatsTaskQueue.reconnected`).
 
 A waiting request cannot be cancelled, and one nobody waits on any more may still bring a
 message. The subscriptions outlive every request, so such a message is never lost: it waits

@@ -156,6 +156,13 @@ class NatsTaskQueue:
                     {*arrived, *until}, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
 
+    def reconnected(self) -> None:
+        """Wake every waiting poll after the connection reconnected: the server may have lost
+        the waiting requests with the old connection (a restarted server has), and each type's
+        waiters send another at once instead of at its deadline."""
+        for arrivals in self._arrivals.values():
+            arrivals.notify()
+
     async def ack(self, handle: DeliveryHandle) -> None:
         await settle(self._js.inbox, handle, ACK, "ack message")
 
