@@ -14,7 +14,7 @@ messages out of it. Two inboxes, each one subscription for the life of the pulle
   NAK delay or an AckWait ending), which is what wakes `wait_ready`. One that expires with
   nothing is renewed by the puller, to expire with the last of the waiters, without waking
   them; one whose end never comes (lost with the connection) wakes them at its deadline, if
-  the reconnection has not woken them first (`NatsTaskQueue.reconnected`).
+  the reconnection has not woken them first (`reconnected`).
 
 A waiting request cannot be cancelled, and one nobody waits on any more may still bring a
 message. The subscriptions outlive every request, so such a message is never lost: it waits
@@ -195,6 +195,18 @@ class TypePuller:
             self._waiters[until] -= 1
             if not self._waiters[until]:
                 del self._waiters[until]
+
+    def reconnected(self) -> None:
+        """After a reconnection, the requests sent before it count as lost with the old
+        connection (a restarted server has lost them): a fetch ends with what came, where it
+        waited for its reply timeout and failed, and the waiters wake to send another waiting
+        request, where they slept until its deadline. A reply that comes all the same is
+        buffered as any is."""
+        reconnects = self.nc.stats["reconnects"]
+        for pull in (self._fetching, self._waiting):
+            if pull is not None and pull.reconnects != reconnects and not pull.ended.is_set():
+                pull.end()
+        self.on_arrival()
 
     async def close(self) -> None:
         """Stop pulling and NAK what was pulled but not handed out."""

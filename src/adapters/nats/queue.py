@@ -157,11 +157,11 @@ class NatsTaskQueue:
                 )
 
     def reconnected(self) -> None:
-        """Wake every waiting poll after the connection reconnected: the server may have lost
-        the waiting requests with the old connection (a restarted server has), and each type's
-        waiters send another at once instead of at its deadline."""
-        for arrivals in self._arrivals.values():
-            arrivals.notify()
+        """Tell every puller that the connection reconnected: the server may have lost the
+        pull requests sent before (a restarted server has), so the fetches waiting for their
+        replies end and the waiting polls send their waiting requests again at once."""
+        for puller in self._pullers.values():
+            puller.reconnected()
 
     async def ack(self, handle: DeliveryHandle) -> None:
         await settle(self._js.inbox, handle, ACK, "ack message")
