@@ -24,7 +24,7 @@ from bench.load import (
     open_session,
 )
 from bench.probes import bridge_wakeups, direct_wakeups
-from bench.procs import ServerProcess, cpu_seconds, established_connections, rss_mib
+from bench.procs import ServerProcess, cpu_seconds, established_connections, pss_mib, rss_mib
 from bench.stats import latency_summary
 from bench.tasks import TaskPublisher, fresh_type
 
@@ -183,7 +183,7 @@ async def idle_polls(rig: Rig) -> dict[str, Any]:
         start = rig.snapshot()
         await asyncio.sleep(rig.config.idle_window_seconds)  # the measurement window itself
         end = rig.snapshot()
-        rss = rss_mib(rig.bridge_stats)
+        rss, pss = rss_mib(rig.bridge_stats), pss_mib(rig.bridge_stats)
         answered = sum(poll.done() for poll in polls)
         for poll in polls:
             poll.cancel()
@@ -198,6 +198,7 @@ async def idle_polls(rig: Rig) -> dict[str, Any]:
         * 100,
         "rss_mib": sum(rss),
         "rss_mib_per_process": rss,
+        "pss_mib": pss,
         "rss_before_mib": sum(before),
     }
 

@@ -140,6 +140,12 @@ def rss_mib(processes: Sequence[psutil.Process]) -> list[float]:
     return [process.memory_info().rss / MIB for process in processes]
 
 
+def pss_mib(processes: Sequence[psutil.Process]) -> float:
+    """What the processes hold together, each page they share (the interpreter's and the
+    extensions' libraries) counted once: their RSS added up counts it in each."""
+    return sum(process.memory_full_info().pss for process in processes) / MIB
+
+
 def established_connections(servers: Sequence[ServerProcess]) -> int:
     """TCP connections the servers have accepted on their HTTP ports and still hold."""
     count = 0

@@ -132,7 +132,8 @@ def table(results: Mapping[str, Any]) -> str:
         "",
         f"{idle['polls']} idle 30 s long-polls ({idle['connections']} connections): "
         f"{idle['cpu_pct_of_one_core']:.1f} % of one core, RSS {idle['rss_before_mib']:.0f} -> "
-        f"{idle['rss_mib']:.0f} MiB ({per_process}), bridges together",
+        f"{idle['rss_mib']:.0f} MiB ({per_process}), bridges together; PSS "
+        f"{idle['pss_mib']:.0f} MiB (the pages they share counted once)",
         f"{leases['leases']:,} leases in flight ({leases['task_types']} task types): "
         f"RSS {leases['rss_before_mib']:.0f} -> {leases['rss_after_mib']:.0f} MiB "
         f"(+{leases['delta_mib']:.1f})",
