@@ -20,6 +20,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from adapters.nats import pulls
 from adapters.nats.inbox import Inbox
 from adapters.nats.jsapi import pull_subject
 from adapters.nats.pulls import TypePuller
@@ -53,18 +54,26 @@ async def send_status(server: EmbeddedNats, subject: str, status: str) -> None:
 
 @attrs.define
 class ScriptedConsumer:
-    """Hears the pull requests of `consumer`, and answers each with the next status of the
-    script (none once it runs out). Mutable on purpose: what it heard."""
+    """Hears the pull requests of `consumer`, and answers each with the next item of the
+    script (none once it runs out): a status line, or a task message with this body. Mutable
+    on purpose: what it heard."""
 
     server: EmbeddedNats
+    client: NatsClient
     consumer: str
-    script: list[str]
+    script: list[str | bytes]
     requests: asyncio.Queue[dict[str, object]] = attrs.field(factory=asyncio.Queue)
 
     async def answer(self, msg: Msg) -> None:
-        if self.script:
-            await send_status(self.server, msg.reply, self.script.pop(0))
-        self.requests.put_nowait(json.loads(msg.data))
+        self.requests.put_nowait(json.loads(msg.data))  # heard before its answer can land
+        if not self.script:
+            return
+        match self.script.pop(0):
+            case str(status):
+                await send_status(self.server, msg.reply, status)
+            case bytes(body):
+                # Not JetStream's ack subject, which the server keeps to itself.
+                await self.client.publish(msg.reply, body, reply=f"{self.consumer}.ack")
 
     async def next_request(self) -> dict[str, object]:
         async with asyncio.timeout(ANSWER_TIMEOUT_S):
@@ -73,7 +82,7 @@ class ScriptedConsumer:
 
 @pytest.fixture
 async def consumer(nats_server: EmbeddedNats, nats_client: NatsClient) -> ScriptedConsumer:
-    scripted = ScriptedConsumer(nats_server, unique("scripted-"), [])
+    scripted = ScriptedConsumer(nats_server, nats_client, unique("scripted-"), [])
     await nats_client.subscribe(pull_subject(STREAM, scripted.consumer), cb=scripted.answer)
     await nats_client.flush()
     return scripted
@@ -154,3 +163,44 @@ async def test_a_waiting_request_ended_by_a_deleted_consumer_wakes_the_waiters(
     assert puller.faulted
     with pytest.raises(BackendError, match="409 Consumer Deleted"):
         await puller.keep_waiting(30)
+
+
+async def test_passing_conflicts_one_after_another_become_a_fault_instead_of_a_renewal_loop(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> None:
+    consumer.script = ["409 Leadership Change"] * (pulls.PASSING_CONFLICTS_IN_A_ROW + 5)
+    until = asyncio.get_running_loop().time() + 30
+
+    with puller.waited_on(until):
+        await puller.keep_waiting(30)
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            await woken.wait()
+
+    assert puller.faulted
+    assert consumer.requests.qsize() == pulls.PASSING_CONFLICTS_IN_A_ROW
+
+
+async def test_any_other_end_between_passing_conflicts_starts_their_count_again(
+    puller: TypePuller, consumer: ScriptedConsumer
+) -> None:
+    consumer.script = ["409 Leadership Change", "409 Server Shutdown", "404 No Messages"] * 2
+
+    outcomes = [await puller.pull(5) for _ in range(6)]
+
+    assert (outcomes, puller.faulted) == ([[]] * 6, False)
+
+
+async def test_a_message_between_passing_conflicts_starts_their_count_again(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> None:
+    consumer.script = ["409 Leadership Change", b"task"] * pulls.PASSING_CONFLICTS_IN_A_ROW
+    until = asyncio.get_running_loop().time() + 30
+
+    with puller.waited_on(until):
+        for _ in range(pulls.PASSING_CONFLICTS_IN_A_ROW):
+            woken.clear()
+            await puller.keep_waiting(30)  # ended by the conflict, renewed, ended by the task
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                await woken.wait()
+
+    assert (puller.faulted, puller.holding) == (False, True)

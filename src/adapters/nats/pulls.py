@@ -74,6 +74,11 @@ REPLY_TIMEOUT_S: Final = 5.0
 EXPIRY_GRACE_S: Final = 1.0
 """How long past its expiry a waiting request counts as live when its 408 never came."""
 NORMAL_ENDS: Final = frozenset({NO_MESSAGES, REQUEST_TIMEOUT})
+PASSING_CONFLICTS_IN_A_ROW: Final = 3
+"""Requests that a 409 Leadership Change or Server Shutdown ends one after another, nothing
+else between, before the next counts as a fault: a server answering every request so would
+otherwise have the puller renew its waiting request in a loop as fast as the replies come
+(JetStream sends one per election or shutdown)."""
 
 
 @attrs.define
@@ -129,6 +134,8 @@ class TypePuller:
     _fetch_lock: asyncio.Lock = attrs.field(init=False, factory=asyncio.Lock)
     _releases: set[asyncio.Task[None]] = attrs.field(init=False, factory=set)
     _faulted: bool = attrs.field(init=False, default=False)
+    _passing_conflicts: int = attrs.field(init=False, default=0)
+    """Requests ended by a passing conflict since the last message or other end."""
     _waiters: Counter[float] = attrs.field(init=False, factory=Counter)
     """The loop times until which the waiters wait, each with how many wait until then."""
 
@@ -288,6 +295,7 @@ class TypePuller:
     def _route(self, msg: Msg, pull: _Pull | None) -> None:
         """Buffer a message (counting it against `pull`), or let a status end `pull`."""
         if _status(msg) is None:
+            self._passing_conflicts = 0
             self._hold(msg)
             if pull is not None:
                 pull.received += 1
@@ -302,16 +310,19 @@ class TypePuller:
         if status == HEARTBEAT or not msg.subject.endswith(f".{pull.token}"):
             return
         if status in NORMAL_ENDS:
+            self._passing_conflicts = 0
             pull.end()
             return
         # nats-py leaves the rest of a 503's header block in its description: keep line one.
         description = (msg.headers or {}).get(DESCRIPTION_HEADER, "").split("\n", 1)[0]
         if status == CONFLICT and description in PASSING_CONFLICTS:
-            # The consumer is fine: the next request (a renewal for the waiters, or the next
-            # fetch) finds its leader, and the puller keeps its buffer.
-            log.info("a pull on %s ended with %s %s", self.consumer, status, description)
-            pull.end()
-            return
+            self._passing_conflicts += 1
+            if self._passing_conflicts < PASSING_CONFLICTS_IN_A_ROW:
+                # The consumer is fine: the next request (a renewal for the waiters, or the
+                # next fetch) finds its leader, and the puller keeps its buffer.
+                log.info("a pull on %s ended with %s %s", self.consumer, status, description)
+                pull.end()
+                return
         self._faulted = True
         pull.end(fault=f"{status} {description}".strip())
 
