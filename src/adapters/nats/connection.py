@@ -31,9 +31,7 @@ class NatsOptions:
     tls_key: Path | None = None
 
 
-async def connect(
-    options: NatsOptions, on_reconnected: Callable[[], None] = lambda: None
-) -> NatsClient:
+async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> NatsClient:
     """Connect once (a failure is raised at start-up); after that, reconnect forever, and
     call `on_reconnected` after each reconnection."""
 

@@ -323,6 +323,7 @@ class TypePuller:
                 log.info("a pull on %s ended with %s %s", self.consumer, status, description)
                 pull.end()
                 return
+            description += f", {self._passing_conflicts} in a row"
         self._faulted = True
         pull.end(fault=f"{status} {description}".strip())
 
