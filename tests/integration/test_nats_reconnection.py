@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 import attrs
+import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -215,3 +216,39 @@ async def test_a_fault_after_the_reconnection_is_logged_and_the_connection_stays
 
     assert connected
     assert "a listener's fault" in caplog.text
+
+
+async def test_no_waiting_request_is_queued_while_the_connection_is_away(
+    server: EmbeddedNats,
+) -> None:
+    """nats-py would queue it until the reconnection, where it would pass for one lost, and
+    the next would join it: a 10 s outage left four waiting on one type."""
+    away, back = asyncio.Event(), asyncio.Event()
+
+    async def on_away() -> None:
+        away.set()
+
+    async def on_back() -> None:
+        back.set()
+
+    client = await nats.connect(
+        server.url, disconnected_cb=on_away, reconnected_cb=on_back, reconnect_time_wait=0.1
+    )
+    try:
+        puller = await unanswered_puller(client, asyncio.Event())
+        await asyncio.to_thread(server.kill)
+        async with asyncio.timeout(WAKE_LIMIT_S):
+            await away.wait()
+        await puller.keep_waiting(30)
+        sent_while_away = puller._waiting
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(WAKE_LIMIT_S):
+            await back.wait()
+        await puller.keep_waiting(30)
+        sent_once_back = puller._waiting
+        await puller.close()
+    finally:
+        await client.close()
+
+    assert sent_while_away is None
+    assert sent_once_back is not None

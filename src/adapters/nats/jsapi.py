@@ -31,7 +31,8 @@ REQUEST_TIMEOUT: Final = "408"
 HEARTBEAT: Final = "100"
 CONFLICT: Final = "409"
 """A pull request ended for a reason its description gives."""
-PASSING_CONFLICTS: Final = frozenset({"Leadership Change", "Server Shutdown"})
+SERVER_SHUTDOWN: Final = "Server Shutdown"
+PASSING_CONFLICTS: Final = frozenset({"Leadership Change", SERVER_SHUTDOWN})
 """The 409s that end a pull request with nothing wrong with its consumer: its leader moved
 to another server of the cluster, or the server that held the request is stopping."""
 END_OF_BATCH: Final = "204"

@@ -14,7 +14,9 @@ messages out of it. Two inboxes, each one subscription for the life of the pulle
   NAK delay or an AckWait ending), which is what wakes `wait_ready`. One that expires with
   nothing is renewed by the puller, to expire with the last of the waiters, without waking
   them; one whose end never comes (lost with the connection) wakes them at its deadline, if
-  the reconnection has not woken them first (`reconnected`).
+  the reconnection has not woken them first (`reconnected`). One that a 409 Leadership Change
+  or Server Shutdown ends (the consumer's leader moved, or its server stops) wakes them after
+  a pause, to send another (`CONFLICT_PAUSE_S`). None is sent while the connection is away.
 
 A waiting request cannot be cancelled, and one nobody waits on any more may still bring a
 message. The subscriptions outlive every request, so such a message is never lost: it waits
@@ -52,6 +54,7 @@ from adapters.nats.jsapi import (
     NO_RESPONDERS,
     PASSING_CONFLICTS,
     REQUEST_TIMEOUT,
+    SERVER_SHUTDOWN,
     STATUS_HEADER,
     nanoseconds,
     pull_subject,
@@ -74,11 +77,16 @@ REPLY_TIMEOUT_S: Final = 5.0
 EXPIRY_GRACE_S: Final = 1.0
 """How long past its expiry a waiting request counts as live when its 408 never came."""
 NORMAL_ENDS: Final = frozenset({NO_MESSAGES, REQUEST_TIMEOUT})
-PASSING_CONFLICTS_IN_A_ROW: Final = 3
-"""Requests that a 409 Leadership Change or Server Shutdown ends one after another, nothing
-else between, before the next counts as a fault: a server answering every request so would
-otherwise have the puller renew its waiting request in a loop as fast as the replies come
-(JetStream sends one per election or shutdown)."""
+CONFLICT_PAUSE_S: Final = 0.05
+"""How long the waiters pause before they send again after a waiting request ended by a 409
+Leadership Change; doubled for each such end in a row, up to CONFLICT_PAUSE_MAX_S. Sent at
+once, the next request met the old leader again (70 ms after a node's shutdown began, on a
+cluster), and a server answering every request so would have the puller renew in a loop as
+fast as the replies came."""
+CONFLICT_PAUSE_MAX_S: Final = 1.0
+"""Also the pause after a 409 Server Shutdown: a request sent sooner reached the stopping
+server once its JetStream was gone (a 503), and its connection's end soon follows, after
+which the reconnection wakes the waiters (`reconnected`)."""
 
 
 @attrs.define
@@ -115,7 +123,8 @@ class TypePuller:
 
     Mutable on purpose: it owns the subscriptions, the requests in flight and the buffer.
     `on_arrival` is called whenever a message is buffered, a waiting request ends in a fault
-    or is lost, or its renewal for the waiters (`waited_on`) fails.
+    or is lost, its renewal for the waiters (`waited_on`) fails, the pause after a passing
+    conflict ends, or the connection reconnected.
     """
 
     nc: NatsClient
@@ -135,7 +144,12 @@ class TypePuller:
     _releases: set[asyncio.Task[None]] = attrs.field(init=False, factory=set)
     _faulted: bool = attrs.field(init=False, default=False)
     _passing_conflicts: int = attrs.field(init=False, default=0)
-    """Requests ended by a passing conflict since the last message or other end."""
+    """Requests ended by a passing conflict since the last message, or the last request
+    ended by a 404 or 408."""
+    _pause: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
+    _server_stopping: bool = attrs.field(init=False, default=False)
+    """The last passing conflict was a 409 Server Shutdown."""
+    """Wakes the waiters at the end of the pause after a passing conflict."""
     _waiters: Counter[float] = attrs.field(init=False, factory=Counter)
     """The loop times until which the waiters wait, each with how many wait until then."""
 
@@ -180,6 +194,10 @@ class TypePuller:
             raise _fault(f"wait for {self.consumer} tasks", last.fault)
         if last is not None and self._live(last):
             return
+        if self.nc.is_reconnecting:
+            # Queued until the reconnection, it would pass for one lost then, and another
+            # would follow it; the reconnection wakes the waiters (`reconnected`).
+            return
         expires = min(max(seconds, MIN_EXPIRES_S), LONG_PULL_S)
         pull = self._waiting = self._new_pull("w", 1, loop.time() + expires + EXPIRY_GRACE_S)
         try:
@@ -207,8 +225,9 @@ class TypePuller:
         """After a reconnection, the requests sent before it count as lost with the old
         connection (a restarted server has lost them): a fetch ends with what came, where it
         waited for its reply timeout and failed, and the waiters wake to send another waiting
-        request, where they slept until its deadline. A reply that comes all the same is
-        buffered as any is."""
+        request, where they slept until its deadline. A reply that comes all the same (a
+        request that a consumer leader on another node of a cluster still held) is buffered
+        as any is; the cost is one waiting request more, which may prefetch one message."""
         reconnects = self.nc.stats["reconnects"]
         for pull in (self._fetching, self._waiting):
             if pull is not None and pull.reconnects != reconnects and not pull.ended.is_set():
@@ -217,6 +236,8 @@ class TypePuller:
 
     async def close(self) -> None:
         """Stop pulling and NAK what was pulled but not handed out."""
+        if self._pause is not None:
+            self._pause.cancel()
         if not self.nc.is_closed:
             for sub in self._subs:
                 # Draining hands over the messages already on their way, so they are NAKed too.
@@ -269,13 +290,18 @@ class TypePuller:
         expired with nothing is renewed, to expire with the last of the waiters, and nobody
         wakes (with 1,000 polls waiting on a type, waking them all every 2 s to renew it cost
         each process about 3 % of a core); with nobody left waiting it is not. A fault, or a
-        renewal that cannot be sent, wakes the waiters, who meet it themselves."""
+        renewal that cannot be sent, wakes the waiters, who meet it themselves. One ended by a
+        passing conflict wakes them after a pause (CONFLICT_PAUSE_S), to send another."""
         expired = self._waiting
+        live = expired is not None and not expired.ended.is_set()
         self._route(msg, expired)
-        if _status(msg) is None or expired is None or not expired.ended.is_set():
-            return  # a message (it woke the waiters), or the end of an older request
+        if _status(msg) is None or expired is None or not live or not expired.ended.is_set():
+            return  # a message (it woke the waiters), or the end of another request
         if expired.fault is not None:
             self.on_arrival()
+            return
+        if self._passing_conflicts:
+            self._wake_after_a_pause()
             return
         left = max(self._waiters, default=0.0) - asyncio.get_running_loop().time()
         if left < MIN_EXPIRES_S:
@@ -284,6 +310,16 @@ class TypePuller:
             await self.keep_waiting(left)
         except DomainError:
             self.on_arrival()  # the waiters try it themselves, and meet the fault
+
+    def _wake_after_a_pause(self) -> None:
+        pause = CONFLICT_PAUSE_S * 2 ** (self._passing_conflicts - 1)
+        if self._server_stopping:
+            pause = CONFLICT_PAUSE_MAX_S
+        if self._pause is not None:
+            self._pause.cancel()
+        self._pause = asyncio.get_running_loop().call_later(
+            min(pause, CONFLICT_PAUSE_MAX_S), self.on_arrival
+        )
 
     def _if_lost(self, pull: _Pull) -> None:
         """At its deadline, a waiting request whose end never came was lost (with the
@@ -305,9 +341,10 @@ class TypePuller:
             self._end_by_status(pull, msg)
 
     def _end_by_status(self, pull: _Pull, msg: Msg) -> None:
-        """End `pull` if the status answers it (not an older request) and is not a heartbeat."""
+        """End `pull` if the status answers it (not an older request, and not one already
+        ended: a server shutting down may end a request twice) and is not a heartbeat."""
         status = _status(msg)
-        if status == HEARTBEAT or not msg.subject.endswith(f".{pull.token}"):
+        if status == HEARTBEAT or pull.ended.is_set() or not msg.subject.endswith(f".{pull.token}"):
             return
         if status in NORMAL_ENDS:
             self._passing_conflicts = 0
@@ -316,14 +353,13 @@ class TypePuller:
         # nats-py leaves the rest of a 503's header block in its description: keep line one.
         description = (msg.headers or {}).get(DESCRIPTION_HEADER, "").split("\n", 1)[0]
         if status == CONFLICT and description in PASSING_CONFLICTS:
+            # The consumer is fine: the next request finds its leader, and the puller keeps
+            # its buffer.
             self._passing_conflicts += 1
-            if self._passing_conflicts < PASSING_CONFLICTS_IN_A_ROW:
-                # The consumer is fine: the next request (a renewal for the waiters, or the
-                # next fetch) finds its leader, and the puller keeps its buffer.
-                log.info("a pull on %s ended with %s %s", self.consumer, status, description)
-                pull.end()
-                return
-            description += f", {self._passing_conflicts} in a row"
+            self._server_stopping = description == SERVER_SHUTDOWN
+            log.info("a pull on %s ended with %s %s", self.consumer, status, description)
+            pull.end()
+            return
         self._faulted = True
         pull.end(fault=f"{status} {description}".strip())
 

@@ -50,8 +50,9 @@ class NatsTaskQueue:
 
     Each task type gets the durable consumer of PROTOCOL.md 4.1 on first use (adopted when it
     exists, created with `consumer_ack_wait` when absent) and a `TypePuller`, kept for the
-    life of the queue; a pull that JetStream answers with a fault (a deleted consumer) forgets
-    both, so the next call looks the consumer up again.
+    life of the queue; a pull that JetStream answers with a fault (a deleted consumer, or no
+    responder) forgets both, so the next call looks the consumer up again. A 409 Leadership
+    Change or Server Shutdown is no fault (see `pulls`).
 
     * `fetch` hands out messages already pulled for the type, then pulls with no wait for the
       rest of `max_messages`, never more; with nothing to hand out and time left, it waits as
