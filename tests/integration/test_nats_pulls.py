@@ -3,7 +3,8 @@ sends only in a cluster or while a server stops, each answered here as JetStream
 
 The consumer's pull subject has no JetStream consumer behind it; the test's responder hears
 each pull request and answers it with a raw status line (`NATS/1.0 409 Leadership Change`),
-which nats-py cannot publish, over a connection of its own speaking the NATS protocol.
+which nats-py cannot publish, over a connection of its own speaking the NATS protocol, or
+with a plain message standing for a task.
 """
 
 from __future__ import annotations

@@ -147,9 +147,9 @@ class TypePuller:
     """Requests ended by a passing conflict since the last message, or the last request
     ended by a 404 or 408."""
     _pause: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
+    """Wakes the waiters at the end of the pause after a passing conflict."""
     _server_stopping: bool = attrs.field(init=False, default=False)
     """The last passing conflict was a 409 Server Shutdown."""
-    """Wakes the waiters at the end of the pause after a passing conflict."""
     _waiters: Counter[float] = attrs.field(init=False, factory=Counter)
     """The loop times until which the waiters wait, each with how many wait until then."""
 
