@@ -92,31 +92,18 @@ async def bridge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         server.stop()
 
 
-async def test_a_reconnection_wakes_the_polls_waiting_on_a_request_the_server_lost(
-    bridge: Bridge,
+@pytest.mark.parametrize("gracefully", [False, True], ids=["crashed", "stopped gracefully"])
+async def test_a_restart_of_the_server_ends_no_poll_waiting_through_it(
+    bridge: Bridge, gracefully: bool
 ) -> None:
-    """A crash loses the waiting request with the server's memory."""
+    """A crash loses the waiting request with the server's memory: the reconnection wakes
+    the poll to send another. A graceful stop ends it with `409 Server Shutdown`: the poll
+    sleeps on, through the restart. Either way the task that comes after reaches the poll,
+    and the type keeps its puller."""
     waiting = await bridge.waiting_poll()
     puller = await bridge.queue._puller(bridge.task_type)
 
-    await bridge.restart_the_server(gracefully=False)
-    await bridge.publish("s1")  # sent once reconnected
-    async with asyncio.timeout(WAKE_LIMIT_S):
-        await waiting
-
-    assert await bridge.queue._puller(bridge.task_type) is puller
-    assert steps(await bridge.queue.fetch(bridge.task_type, 1, timedelta(0))) == ["s1"]
-
-
-async def test_a_server_stopping_gracefully_ends_no_poll_waiting_through_it(
-    bridge: Bridge,
-) -> None:
-    """A graceful stop ends the waiting request with `409 Server Shutdown`: the poll sleeps on,
-    through the restart, until a task comes, and the type keeps its puller."""
-    waiting = await bridge.waiting_poll()
-    puller = await bridge.queue._puller(bridge.task_type)
-
-    await bridge.restart_the_server(gracefully=True)
+    await bridge.restart_the_server(gracefully=gracefully)
     await bridge.publish("s1")  # sent once reconnected
     async with asyncio.timeout(WAKE_LIMIT_S):
         await waiting
