@@ -83,6 +83,16 @@ class ScriptedConsumer:
         async with asyncio.timeout(ANSWER_TIMEOUT_S):
             return await self.requests.get()
 
+    async def heard_until_marker(self) -> list[dict[str, object]]:
+        """The requests heard before a marker sent now over the puller's connection, which
+        is heard after all that the puller sent before it."""
+        marker = {"marker": True}
+        await self.client.publish(pull_subject(STREAM, self.consumer), json.dumps(marker).encode())
+        heard: list[dict[str, object]] = []
+        while (request := await self.next_request()) != marker:
+            heard.append(request)
+        return heard
+
 
 @pytest.fixture
 async def consumer(nats_server: EmbeddedNats, nats_client: NatsClient) -> ScriptedConsumer:
@@ -200,6 +210,37 @@ async def test_passing_conflicts_in_a_row_wake_the_waiters_after_pauses_that_gro
     assert consumer.requests.qsize() == in_a_row  # the waiters' requests, none of its own
     assert [p >= pulls.CONFLICT_PAUSE_S * 2**n for n, p in enumerate(pauses)] == [True] * 4
     assert not puller.faulted
+
+
+async def test_a_server_shutdown_wakes_the_waiters_after_the_longest_pause(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> None:
+    """A request sent sooner would reach the stopping server once its JetStream is gone."""
+    consumer.script = ["409 Server Shutdown"]
+    loop = asyncio.get_running_loop()
+
+    with puller.waited_on(loop.time() + 30):
+        asked = loop.time()
+        await puller.keep_waiting(30)
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            await woken.wait()
+        paused = loop.time() - asked
+
+    assert (paused >= pulls.CONFLICT_PAUSE_MAX_S, puller.faulted) == (True, False)
+
+
+async def test_a_reconnection_leaves_a_request_sent_since_it_waiting(
+    puller: TypePuller, consumer: ScriptedConsumer, woken: asyncio.Event
+) -> None:
+    """Only the requests sent before the last reconnection can have been lost with it."""
+    with puller.waited_on(asyncio.get_running_loop().time() + 30):
+        await puller.keep_waiting(30)
+        await consumer.next_request()
+        puller.reconnected()
+        await puller.keep_waiting(30)  # what each waiter does when woken
+        await puller.pull(5)
+
+    assert (woken.is_set(), await consumer.heard_until_marker()) == (True, [])
 
 
 async def test_any_other_end_between_passing_conflicts_starts_their_count_again(
