@@ -54,6 +54,7 @@ VALUED: Final[dict[str, Callable[[str], Any]]] = {
     "sim_initial_delay_ms": int,
     "sim_backoff_factor": float,
     "sim_max_iterations": int,
+    "sim_runs_kept": int,
     "tokens_file": Path,
     "drain_seconds": float,
     "drain_min_seconds": float,

@@ -89,7 +89,9 @@ class Container(containers.DeclarativeContainer):
     )
     history = providers.Selector(
         backend,
-        memory=providers.Singleton(MemoryEventLog, clock=clock),
+        memory=providers.Singleton(
+            MemoryEventLog, clock=clock, finished_kept=settings.provided.sim_runs_kept
+        ),
         nats=providers.Singleton(NatsEventLog, jetstream, encode=encode, decode=_decode_event),
     )
     """The event log itself; the use cases append through `events`."""
@@ -124,7 +126,9 @@ class Container(containers.DeclarativeContainer):
     )
     """The app's metrics; it reads the lease store only when scraped, once NATS is open."""
 
-    simulated_runs = providers.Singleton(SimulatedRuns)
+    simulated_runs = providers.Singleton(
+        SimulatedRuns, finished_kept=settings.provided.sim_runs_kept
+    )
     retry_policy = providers.Singleton(
         RetryPolicy,
         max_attempts=settings.provided.sim_max_attempts,

@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 
 from app.logging_setup import LogFormat
+from domain.services.runs import FINISHED_RUNS_KEPT
 
 MAX_REPLICAS = 5
 """JetStream's own limit on a stream's replicas."""
@@ -68,6 +69,9 @@ class Settings:
     """Engine simulation: each further backoff is this many times the previous one."""
     sim_max_iterations: int = attrs.field(default=10, validator=attrs.validators.gt(0))
     """Engine simulation: iterations of an agent loop (continue) before its run fails."""
+    sim_runs_kept: int = attrs.field(default=FINISHED_RUNS_KEPT, validator=attrs.validators.gt(0))
+    """Simulator: the finished runs kept (the engine simulation's, and their history with the
+    memory backend), the latest to finish; running ones are all kept."""
     token: str | None = attrs.field(default=None, repr=False)
     """Bearer token for /v1/, named `default`; with no tokens file either, development mode
     (no auth)."""

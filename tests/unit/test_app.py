@@ -127,9 +127,10 @@ def test_the_manual_clock_comes_from_a_flag_or_the_environment_with_the_memory_b
         {"DAGNATS_BRIDGE_CLOCK": "sundial", "DAGNATS_BRIDGE_BACKEND": "memory"},
         {"DAGNATS_BRIDGE_SIM_MAX_ATTEMPTS": "0"},
         {"DAGNATS_BRIDGE_SIM_BACKOFF_FACTOR": "fast"},
+        {"DAGNATS_BRIDGE_SIM_RUNS_KEPT": "0"},
     ],
 )
-def test_a_manual_clock_without_the_memory_backend_or_a_bad_policy_is_refused(
+def test_a_manual_clock_without_the_memory_backend_or_a_bad_simulator_setting_is_refused(
     environ: dict[str, str],
 ) -> None:
     with pytest.raises(ValueError, match=r"."):
@@ -145,6 +146,15 @@ def test_the_retry_policy_of_the_engine_simulation_is_configurable() -> None:
     assert policy == RetryPolicy(
         max_attempts=5, initial_delay=timedelta(milliseconds=250), factor=1.5
     )
+
+
+def test_the_runs_the_simulator_keeps_come_from_a_flag_or_the_environment() -> None:
+    from_flag = settings_from(serve_args("--backend", "memory", "--sim-runs-kept", "7"), {})
+    from_env = settings_from(
+        serve_args(), {"DAGNATS_BRIDGE_BACKEND": "memory", "DAGNATS_BRIDGE_SIM_RUNS_KEPT": "7"}
+    )
+
+    assert from_flag.sim_runs_kept == from_env.sim_runs_kept == 7
 
 
 def test_with_the_engine_simulation_the_use_cases_append_through_the_observed_log() -> None:

@@ -32,7 +32,7 @@ from domain.protocol import (
     engine_failure,
 )
 from domain.services.engine import ObservedEventLog, RetryPolicy
-from domain.services.runs import RunStatus, SimulatedRun
+from domain.services.runs import RunStatus, SimulatedRun, SimulatedRuns
 from domain.services.simulator import EnqueueCommand
 from tests.factories import EngineHarness
 
@@ -329,6 +329,30 @@ async def test_a_finished_run_id_enqueued_again_is_a_new_run(bridge: EngineHarne
 
     run = run_of(bridge)
     assert (run.status, run.attempts) == (RunStatus.RUNNING, 1)
+
+
+def test_beyond_the_runs_kept_the_run_that_finished_first_is_forgotten() -> None:
+    """Not the one enqueued first: a run is forgotten once it has been finished longest."""
+    runs = SimulatedRuns(finished_kept=2)
+    begun = {
+        name: runs.begin(WORK, TaskPayload(run_id=RunId(name), step_id=STEP))
+        for name in ("running", "r1", "r2", "r3", "again")
+    }
+    for name in ("r2", "again", "r1"):
+        run = begun[name]
+        assert run is not None
+        runs.put(attrs.evolve(run, status=RunStatus.COMPLETED))
+    runs.begin(WORK, TaskPayload(run_id=RunId("again"), step_id=STEP))  # a new run, running
+    finished_r3 = begun["r3"]
+    assert finished_r3 is not None
+    runs.put(attrs.evolve(finished_r3, status=RunStatus.FAILED))
+
+    assert [(run.run_id, run.status.value) for run in runs.all()] == [
+        ("running", "running"),
+        ("r1", "completed"),
+        ("r3", "failed"),
+        ("again", "running"),
+    ]
 
 
 async def test_stopping_cancels_the_pending_retries_and_then_ignores_events() -> None:

@@ -133,3 +133,38 @@ async def test_wait_for_events_returns_what_there_is_at_the_timeout(
     clock.advance(timedelta(seconds=5))
 
     assert len(await asyncio.wait_for(waiting, SAFETY)) == 1
+
+
+async def finish(log: MemoryEventLog, run_id: str) -> None:
+    await log.append(outbound(f"{run_id}.started", run_id=run_id))
+    await log.append(
+        outbound(f"{run_id}.completed", run_id=run_id, event_type="workflow.completed")
+    )
+
+
+async def test_beyond_the_runs_kept_the_history_of_the_run_that_finished_first_is_forgotten(
+    clock: ManualClock,
+) -> None:
+    log = MemoryEventLog(clock, finished_kept=2)
+    await log.append(outbound("running.started", run_id="running"))
+    for run_id in ("r1", "r2", "r3"):
+        await finish(log, run_id)
+
+    kept = {run_id: len(await log.read(RunId(run_id))) for run_id in ("running", "r1", "r2", "r3")}
+
+    assert kept == {"running": 1, "r1": 0, "r2": 2, "r3": 2}
+
+
+async def test_a_finished_run_that_gets_another_event_runs_again_and_is_kept(
+    clock: ManualClock,
+) -> None:
+    """A finished run id enqueued again is a new run under the same id."""
+    log = MemoryEventLog(clock, finished_kept=1)
+    await finish(log, "again")
+    await log.append(outbound("again.started.2", run_id="again"))
+    await finish(log, "r2")
+    await finish(log, "r3")
+
+    kept = {run_id: len(await log.read(RunId(run_id))) for run_id in ("again", "r2", "r3")}
+
+    assert kept == {"again": 3, "r2": 0, "r3": 2}

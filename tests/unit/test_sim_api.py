@@ -120,6 +120,31 @@ async def test_runs_list_every_run_with_its_status_and_attempts(
     assert (await events_of(client, "r1"))[-1]["type"] == "workflow.failed"
 
 
+async def test_beyond_the_runs_kept_the_run_that_finished_first_is_forgotten_with_its_history() -> (
+    None
+):
+    app = create_app(memory_container(sim_runs_kept=2))
+    async with AsyncTestClient(app=app) as client:
+        for run_id in ("running", "r1", "r2", "r3"):
+            await enqueue(client, run_id=run_id)
+        await poll_one(client)  # the running run's, enqueued first
+        for _ in range(3):
+            task = await poll_one(client)
+            await resolve(client, task["task_id"], {"action": "complete"})
+
+        runs = await runs_of(client)
+        histories = {run_id: await events_of(client, run_id) for run_id in ("running", "r1", "r3")}
+
+    assert {run_id: run["status"] for run_id, run in runs.items()} == {
+        "running": "running",
+        "r2": "completed",
+        "r3": "completed",
+    }
+    assert [event["type"] for event in histories["running"]] == ["step.started"]
+    assert histories["r1"] == []
+    assert histories["r3"][-1]["type"] == "workflow.completed"
+
+
 async def test_a_signal_put_through_the_simulator_is_what_wait_signal_receives(
     client: AsyncTestClient[Any],
 ) -> None:

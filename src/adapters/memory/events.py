@@ -1,4 +1,5 @@
-"""The WORKFLOW_HISTORY stream in memory: events by run, deduplicated on msg-id."""
+"""The WORKFLOW_HISTORY stream in memory: events by run, deduplicated on msg-id, with the
+histories of the runs that finished longest ago forgotten."""
 
 from __future__ import annotations
 
@@ -11,20 +12,33 @@ from adapters.memory.dedup import DuplicateWindow
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from domain.models import Event, OutboundEvent, RunId
 from domain.ports import Clock
+from domain.protocol import WORKFLOW_COMPLETED, WORKFLOW_FAILED
+from domain.services.runs import FINISHED_RUNS_KEPT
 
 HISTORY_DUPLICATE_WINDOW: Final = timedelta(seconds=5)
+RUN_ENDS: Final = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED})
 
 
 @attrs.define
 class MemoryEventLog:
     """EventLog whose appends can be read back and awaited (the simulator shows them).
 
+    It keeps the history of every run not finished, and of the `finished_kept` runs that
+    finished last (a workflow.completed or workflow.failed their latest event): the older
+    ones are forgotten, where WORKFLOW_HISTORY keeps 30 days on disk, so that a simulator
+    under a long load stays within its memory.
+
     Mutable on purpose: it is the stream.
     """
 
     clock: Clock
     duplicate_window: timedelta = attrs.field(default=HISTORY_DUPLICATE_WINDOW, kw_only=True)
-    _stored: list[OutboundEvent] = attrs.field(init=False, factory=list)
+    finished_kept: int = attrs.field(
+        default=FINISHED_RUNS_KEPT, kw_only=True, validator=attrs.validators.gt(0)
+    )
+    _stored: dict[RunId, list[OutboundEvent]] = attrs.field(init=False, factory=dict)
+    _finished: dict[RunId, None] = attrs.field(init=False, factory=dict)
+    """The finished runs' ids, the one that finished first first."""
     _appended: Broadcast[None] = attrs.field(init=False, factory=Broadcast)
     _duplicates: DuplicateWindow = attrs.field(init=False)
 
@@ -35,7 +49,14 @@ class MemoryEventLog:
     async def append(self, outbound: OutboundEvent) -> bool:
         if not self._duplicates.admit(outbound.msg_id):
             return False
-        self._stored.append(outbound)
+        run_id = outbound.event.run_id
+        self._stored.setdefault(run_id, []).append(outbound)
+        self._finished.pop(run_id, None)
+        if outbound.event.type in RUN_ENDS:
+            self._finished[run_id] = None
+            if len(self._finished) > self.finished_kept:
+                oldest = next(iter(self._finished))
+                del self._finished[oldest], self._stored[oldest]
         self._appended.notify(None)
         return True
 
@@ -47,7 +68,7 @@ class MemoryEventLog:
 
     def outbound(self, run_id: RunId) -> list[OutboundEvent]:
         """The run's stored events with their msg-ids and headers, in append order."""
-        return [outbound for outbound in self._stored if outbound.event.run_id == run_id]
+        return list(self._stored.get(run_id, ()))
 
     async def wait_for_events(self, run_id: RunId, count: int, timeout: timedelta) -> list[Event]:
         """The run's events once it has at least `count`, or whatever it has at the timeout."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 from datetime import datetime
+from typing import Final
 
 import attrs
 
@@ -48,15 +49,24 @@ class SimulatedRun:
         return self.task.step_id
 
 
+FINISHED_RUNS_KEPT: Final = 10_000
+"""About 0.4 KB each here, and 3 KB each of history with the memory backend."""
+
+
 @attrs.define
 class SimulatedRuns:
-    """The runs by id, in the order they were enqueued.
+    """The runs by id, in the order they were enqueued: every running run, and the
+    `finished_kept` that finished last (the older ones are forgotten, so that a simulator
+    under a long load stays within its memory).
 
     Mutable on purpose: it is the simulated engine's state, shared by the enqueue use case
     (which records runs) and the engine simulation (which moves them on). Process-local.
     """
 
+    finished_kept: int = attrs.field(default=FINISHED_RUNS_KEPT, validator=attrs.validators.gt(0))
     _runs: dict[RunId, SimulatedRun] = attrs.field(init=False, factory=dict)
+    _finished: dict[RunId, None] = attrs.field(init=False, factory=dict)
+    """The finished runs' ids, the one that finished first first."""
 
     def begin(self, task_type: TaskType, task: TaskPayload) -> SimulatedRun | None:
         """Record a new run for this first dispatch; None when the run id is already running
@@ -74,6 +84,7 @@ class SimulatedRuns:
         run = SimulatedRun(task_type=task_type, task=task, iteration=task.iteration)
         # A finished run enqueued again is a new run under the same id: it goes to the end.
         self._runs.pop(task.run_id, None)
+        self._finished.pop(task.run_id, None)
         self._runs[task.run_id] = run
         return run
 
@@ -87,6 +98,11 @@ class SimulatedRuns:
 
     def put(self, run: SimulatedRun) -> None:
         self._runs[run.run_id] = run
+        if run.status is not RunStatus.RUNNING and run.run_id not in self._finished:
+            self._finished[run.run_id] = None
+            if len(self._finished) > self.finished_kept:
+                oldest = next(iter(self._finished))
+                del self._finished[oldest], self._runs[oldest]
 
     def all(self) -> list[SimulatedRun]:
         return list(self._runs.values())
