@@ -12,7 +12,16 @@ from datetime import timedelta
 from typing import Final
 
 from domain.errors import InvalidRequestError
-from domain.models import FailureType, PollId, RawJson, RunId, StepFailed, StepId, TaskType
+from domain.models import (
+    FailureType,
+    PollId,
+    RawJson,
+    RunId,
+    StepFailed,
+    StepId,
+    TaskId,
+    TaskType,
+)
 
 STEP_STARTED: Final = "step.started"
 STEP_COMPLETED: Final = "step.completed"
@@ -46,6 +55,17 @@ LEASE_GRACE: Final = timedelta(seconds=30)
 POLL_REPLAY_WINDOW: Final = timedelta(seconds=60)
 """How long a repeat of a poll with the same poll_id answers the same tasks (Decision 13)."""
 MAX_POLL_ID_CHARS: Final = 128
+MAX_NAME_BYTES: Final = 256
+"""The longest id or name a client gives that the bridge makes subjects and KV keys of
+(worker ids, signal names, and the run and step ids of the simulator's tasks). A NATS server
+closes the connection of a client that sends a protocol line over 4 KB (its subject
+included), and every request on that connection fails until it reconnects."""
+MAX_TASK_ID_BYTES: Final = 2 * MAX_NAME_BYTES + 1
+"""`<run>.<step>`, or a signal's `<run>.<name>`."""
+MAX_KV_KEY_BYTES: Final = 3072
+"""What a KV adapter stores under at most: the longest key the bridge makes (a worker's index
+key of a lease: a worker id and a task id with every byte escaped, three bytes each, about
+2.4 KB) fits, and the subjects of a key's reads and writes stay below 4 KB."""
 UNSPECIFIED_ERROR: Final = "unspecified error"
 RESOLVE_ACTIONS: Final = frozenset(
     {
@@ -253,22 +273,40 @@ def is_valid_attempt(attempt: int) -> bool:
 
 def validate_id_token(value: str, field: str) -> str:
     """A run or step id the bridge mints subjects and keys from: one subject token."""
+    _within(value, field, MAX_NAME_BYTES)
     if not value or not all(char.isascii() and (char.isalnum() or char in "_-") for char in value):
         raise InvalidRequestError(f"invalid {field} {value!r}: use letters, digits, - and _", field)
     return value
 
 
+def bounded_task_id(value: str) -> TaskId:
+    """A task id a client names: one longer than any task id can be is refused, naming
+    `task_id`, before it reaches a subject or a key."""
+    _within(value, "task_id", MAX_TASK_ID_BYTES)
+    return TaskId(value)
+
+
 def is_kv_key(value: str) -> bool:
-    """NATS KV's alphabet, in dot-separated tokens none of which is empty."""
-    return _KV_KEY.fullmatch(value) is not None
+    """NATS KV's alphabet, in dot-separated tokens none of which is empty, and a length a KV
+    adapter stores under."""
+    return len(value) <= MAX_KV_KEY_BYTES and _KV_KEY.fullmatch(value) is not None
 
 
-def validate_kv_key(value: str, field: str) -> str:
-    """A value the bridge stores under as (part of) a KV key: signal names, worker ids."""
-    if not is_kv_key(value):
+def validate_kv_key(value: str, field: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """A value the bridge stores under as (part of) a KV key: signal names, worker ids; by
+    default of a name's length."""
+    _within(value, field, max_bytes)
+    if _KV_KEY.fullmatch(value) is None:
         raise InvalidRequestError(
             f"invalid {field} {go_quote(value)}: use letters, digits and - / _ = "
             "in dot-separated parts, none of them empty",
             field,
         )
     return value
+
+
+def _within(value: str, field: str, max_bytes: int) -> None:
+    """Its alphabet is ASCII, so a value within it has as many bytes as characters; one
+    outside it is refused by the alphabet's check, whatever its length."""
+    if len(value) > max_bytes:
+        raise InvalidRequestError(f"{field} exceeds {max_bytes} bytes", field)

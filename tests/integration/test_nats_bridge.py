@@ -17,8 +17,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from adapters.wire import consumer_name
+from adapters.wire import consumer_name, task_subject
 from app.embedded import EmbeddedNats, accepts_connections
+from domain.protocol import MAX_NAME_BYTES, MAX_TASK_ID_BYTES
 from tests.integration.conftest import (
     CONDITION_TIMEOUT_S,
     BridgeProcess,
@@ -431,3 +432,49 @@ def test_a_poll_repeated_on_another_bridge_answers_the_same_tasks_and_leases(
     assert done.status_code == 200
     assert after_settled == []
     assert [e["type"] for e in events(bridge.url, runs[0])] == ["step.started", "step.completed"]
+
+
+def test_the_longest_names_are_stored_on_nats_and_longer_ones_leave_the_connection_up(
+    bridge: BridgeProcess,
+) -> None:
+    """Names make subjects: one near 4 KB has the NATS server close the bridge's connection,
+    and every request fails until it reconnects."""
+    task_type, longest = unique("t"), "n" * MAX_NAME_BYTES
+    run_id = unique("r") + "r" * (MAX_NAME_BYTES - 11)
+    enqueue(bridge.url, task_type, run_id, step_id=longest)
+    (task,) = poll(bridge.url, task_type, worker_id=longest)
+    signal = {"action": "send_signal", "run_id": run_id, "name": longest, "data": 1}
+    over = "n" * 5_000
+
+    signalled = resolve(bridge.url, task["task_id"], **signal)
+    refused = [
+        resolve(bridge.url, task["task_id"], **{**signal, "name": over}),
+        httpx.post(
+            f"{bridge.url}/v1/tasks/poll", json={"task_types": [task_type], "worker_id": over}
+        ),
+        httpx.get(f"{bridge.url}/v1/tasks/{over}/checkpoint"),
+    ]
+    waited = resolve(
+        bridge.url, task["task_id"], action="wait_signal", name=longest, timeout_ms=1_000
+    )
+    completed = resolve(bridge.url, task["task_id"], action="complete")
+
+    assert (signalled.status_code, waited.content, completed.status_code) == (200, b"1", 200)
+    assert [answer.status_code for answer in refused] == [400, 400, 400]
+    assert "NATS disconnected" not in bridge.log.read_text()
+
+
+async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_not_handed_out(
+    bridge: BridgeProcess, nats_client: NatsClient
+) -> None:
+    task_type, run_id = unique("t"), unique("r") + "r" * MAX_TASK_ID_BYTES
+    payload = {"task_id": f"{run_id}.s", "run_id": run_id, "step_id": "s", "attempt": 1}
+    await nats_client.jetstream().publish(
+        task_subject(task_type, run_id), json.dumps(payload).encode()
+    )
+
+    taken = poll(bridge.url, task_type, timeout_ms=1_000)
+
+    assert taken == []
+    assert "its task id has" in bridge.log.read_text()
+    assert "NATS disconnected" not in bridge.log.read_text()

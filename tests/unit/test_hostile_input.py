@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from app.container import Container
 from app.main import create_app
 from domain.models import RunId, StepId, TaskPayload, TaskType, WorkerId, task_id_of
+from domain.protocol import MAX_NAME_BYTES, MAX_TASK_ID_BYTES
 from tests.factories import memory_container
 
 BODY_LIMIT: Final = 1_024
@@ -142,7 +143,6 @@ async def test_a_body_that_is_not_utf8_is_400_naming_the_field(
         "%C3%A9t%C3%A9.%E2%9C%93",
         "%FF%FE",
         "a%00b",
-        "r" * 10_000,
     ],
 )
 async def test_a_task_id_the_bridge_never_issued_is_a_clean_404(
@@ -154,6 +154,89 @@ async def test_a_task_id_the_bridge_never_issued_is_a_clean_404(
     assert_problem(resolved, 404, "task not found")
     assert checkpoint.status_code in (400, 404)
     assert checkpoint.headers["content-type"].startswith("application/problem+json")
+
+
+LONG_NAME: Final = "n" * (MAX_NAME_BYTES + 1)
+LONG_TASK_ID: Final = "r" * (MAX_TASK_ID_BYTES + 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/tasks/poll", {"task_types": ["t"], "worker_id": LONG_NAME}, "worker_id"),
+        ("/v1/workers/connect", {"task_types": ["t"], "worker_id": LONG_NAME}, "worker_id"),
+        ("/v1/sim/tasks", {"task_type": "t", "run_id": LONG_NAME}, "run_id"),
+        ("/v1/sim/tasks", {"task_type": "t", "step_id": LONG_NAME}, "step_id"),
+        ("/v1/sim/signals", {"run_id": LONG_NAME, "name": "go", "data": 1}, "run_id"),
+        ("/v1/sim/signals", {"run_id": "r1", "name": LONG_NAME, "data": 1}, "name"),
+        (f"/v1/tasks/{LONG_TASK_ID}/resolve", {"action": "heartbeat"}, "task_id"),
+        ("/v1/tasks/resolve", [{"task_id": LONG_TASK_ID, "action": "heartbeat"}], "[0].task_id"),
+    ],
+)
+async def test_a_name_longer_than_nats_subjects_take_is_400_naming_it(
+    client: AsyncTestClient[Litestar], path: str, body: object, field: str
+) -> None:
+    """A NATS server closes a connection that sends a subject near 4 KB, and every request on
+    it fails until it reconnects (tests/integration/test_nats_bridge.py)."""
+    answered = await client.post(path, json=body)
+
+    assert_problem(answered, 400, "exceeds", field)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"action": "heartbeat", "worker_id": LONG_NAME}, "worker_id"),
+        ({"action": "send_signal", "run_id": LONG_NAME, "name": "go", "data": 1}, "run_id"),
+        ({"action": "send_signal", "run_id": "r1", "name": LONG_NAME, "data": 1}, "name"),
+        ({"action": "wait_signal", "name": LONG_NAME, "timeout_ms": 1}, "name"),
+    ],
+)
+async def test_a_resolve_naming_something_too_long_is_400_naming_the_field(
+    client: AsyncTestClient[Litestar], body: dict[str, Any], field: str
+) -> None:
+    task = await enqueue_and_poll(client, "r1")
+
+    answered = await client.post(f"/v1/tasks/{task['task_id']}/resolve", json=body)
+    read = await client.get(f"/v1/tasks/{LONG_TASK_ID}/checkpoint")
+
+    assert_problem(answered, 400, "exceeds", field)
+    assert_problem(read, 400, "exceeds", "task_id")
+
+
+async def test_names_of_the_longest_length_are_taken(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    run_id, name = "r" * MAX_NAME_BYTES, "n" * MAX_NAME_BYTES
+    created = await client.post(
+        "/v1/sim/tasks", json={"task_type": "t", "run_id": run_id, "step_id": name}
+    )
+    polled = await client.post(
+        "/v1/tasks/poll", json={"task_types": ["t"], "timeout_ms": NO_WAIT, "worker_id": name}
+    )
+    (task,) = polled.json()
+    signalled = await client.post(
+        f"/v1/tasks/{task['task_id']}/resolve",
+        json={"action": "send_signal", "run_id": run_id, "name": name, "data": 1},
+    )
+    done = await client.post(f"/v1/tasks/{task['task_id']}/resolve", json={"action": "complete"})
+
+    assert created.status_code == 201, created.text
+    assert len(task["task_id"]) == MAX_TASK_ID_BYTES
+    assert (signalled.status_code, done.status_code) == (200, 200), signalled.text
+
+
+async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_not_handed_out(
+    client: AsyncTestClient[Litestar], container: Container
+) -> None:
+    run, step = RunId("r" * MAX_NAME_BYTES), StepId("s" * (MAX_NAME_BYTES + 1))
+    task = TaskPayload(task_id=task_id_of(run, step), run_id=run, step_id=step)
+    await container.queue().publish_task(TaskType("t"), task, msg_id="long.queued")
+
+    polled = await client.post("/v1/tasks/poll", json={"task_types": ["t"], "timeout_ms": NO_WAIT})
+
+    assert (polled.status_code, polled.json()) == (200, [])
+    assert container.queue().messages() == []
 
 
 @pytest.mark.parametrize("step_id", ["a/b", "a%2Fb", "schritt-\u00fc", "..", "a b?c#d"])

@@ -31,6 +31,7 @@ from adapters.http.openapi import (
 from adapters.http.problems import status_of
 from domain.errors import DomainError
 from domain.models import TaskId, TraceContext
+from domain.protocol import MAX_TASK_ID_BYTES
 from domain.services.actions import ResolveRequest
 from domain.services.resolve import ResolveService
 from domain.tracing import from_headers
@@ -66,6 +67,10 @@ def _item(index: int, item: bytes) -> tuple[TaskId, ResolveRequest]:
         raise DecodeError(f"item {index}: {exc}", _field(index, exc.field)) from None
     if not task_id:
         raise DecodeError(f"item {index}: task_id is required", _field(index, "task_id"))
+    if len(task_id) > MAX_TASK_ID_BYTES:
+        raise DecodeError(
+            f"item {index}: task_id exceeds {MAX_TASK_ID_BYTES} bytes", _field(index, "task_id")
+        )
     if request.action == WAITS:
         raise DecodeError(
             f"item {index}: {WAITS} waits, so it cannot be batched: resolve it alone",

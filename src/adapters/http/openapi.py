@@ -41,6 +41,7 @@ from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_503_SERVICE_UNAVAI
 
 from adapters.http.problems import PROBLEM_JSON, TITLES
 from domain.protocol import (
+    MAX_NAME_BYTES,
     MAX_PAUSE_MS,
     MAX_POLL_ID_CHARS,
     MAX_SIGNAL_WAIT_MS,
@@ -153,7 +154,11 @@ FIELDS: Final = {
         "delivery.",
         ({"page": 3},),
     ),
-    "worker_id": Meaning("The worker's id, as it connected.", ("worker-1",)),
+    "worker_id": Meaning(
+        "The worker's id, as it connected: dot-separated parts of letters, digits and - / _ =, "
+        f"at most {MAX_NAME_BYTES} bytes.",
+        ("worker-1",),
+    ),
     "task_types": Meaning(
         "The task types the worker takes tasks of: dot-separated parts of letters, digits, "
         "- and _, at most 128 bytes each.",
@@ -179,7 +184,10 @@ FIELDS: Final = {
     "duration_ms": Meaning(
         "How long to pause, in milliseconds: the task is redelivered after it.", (60000,)
     ),
-    "name": Meaning("The signal's name: it is stored under `<run_id>.<name>`.", ("approved",)),
+    "name": Meaning(
+        f"The signal's name, at most {MAX_NAME_BYTES} bytes: it is stored under `<run_id>.<name>`.",
+        ("approved",),
+    ),
     "data": Meaning("The signal's value, answered to the run's `wait_signal`.", (True,)),
     "language": Meaning(
         "`http` for a worker behind the bridge (a native worker registers `go`).", ("http",)

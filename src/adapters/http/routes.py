@@ -70,6 +70,7 @@ from adapters.http.schemas import (
 from domain.errors import CheckpointNotFoundError, InvalidRequestError
 from domain.models import RunId, TaskId
 from domain.ports import BackendProbe, Clock, EventLog
+from domain.protocol import bounded_task_id
 from domain.services.actions import ResolveRequest
 from domain.services.checkpoints import ReadCheckpoint
 from domain.services.drain import Drain
@@ -241,7 +242,7 @@ async def resolve(
         raise InvalidRequestError("task id is required", "task_id")
     resolve_request = read_json(body, ResolveRequest)
     resolving = resolve_service(
-        TaskId(path_param(task_id)), resolve_request, from_headers(request.headers)
+        bounded_task_id(path_param(task_id)), resolve_request, from_headers(request.headers)
     )
     if resolve_request.action != "wait_signal":
         resolution = await resolving

@@ -11,7 +11,7 @@ from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import CHECKPOINTS_BUCKET, SIGNALS_BUCKET, WORKERS_BUCKET, WORKERS_TTL
 from domain.models import KvEntry
 from domain.ports import Clock
-from domain.protocol import validate_kv_key
+from domain.protocol import MAX_KV_KEY_BYTES, validate_kv_key
 
 
 @attrs.frozen
@@ -36,7 +36,7 @@ class MemoryKeyValue:
     _puts: Broadcast[KvEntry] = attrs.field(init=False, factory=Broadcast)
 
     async def get(self, key: str) -> KvEntry | None:
-        validate_kv_key(key, "KV key")
+        validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
         record = self._latest.get(key)
         if record is None or record.deleted or self._expired(record.entry):
             return None
@@ -47,21 +47,21 @@ class MemoryKeyValue:
         return {key: entry for key, entry in found.items() if entry is not None}
 
     async def put(self, key: str, value: bytes) -> int:
-        validate_kv_key(key, "KV key")
+        validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
         entry = self._store(key, value, deleted=False)
         self._puts.notify(entry)
         return entry.revision
 
     async def delete(self, key: str) -> None:
         """Leave a delete marker; it consumes a revision but wakes no waiter."""
-        validate_kv_key(key, "KV key")
+        validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
         self._store(key, b"", deleted=True)
 
     async def keys(self) -> list[str]:
         return [key for key in self._latest if await self.get(key) is not None]
 
     async def wait_for_value(self, key: str, timeout: timedelta) -> KvEntry | None:
-        validate_kv_key(key, "KV key")
+        validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
         deadline = self.clock.now() + timeout
         while (entry := await self.get(key)) is None:
             left = deadline - self.clock.now()

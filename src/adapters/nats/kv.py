@@ -47,7 +47,7 @@ from adapters.wire import (
 )
 from domain.errors import BackendError
 from domain.models import KvEntry
-from domain.protocol import POLL_REPLAY_WINDOW, is_kv_key, validate_kv_key
+from domain.protocol import MAX_KV_KEY_BYTES, POLL_REPLAY_WINDOW, is_kv_key, validate_kv_key
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ SCAN_FETCH_TIMEOUT_S: Final = 5.0
 
 def check_key(key: str) -> str:
     """The key itself if JetStream can store it; InvalidRequestError otherwise."""
-    return validate_kv_key(key, "KV key")
+    return validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
 
 
 @attrs.define

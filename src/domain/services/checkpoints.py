@@ -6,7 +6,7 @@ import attrs
 
 from domain.models import RawJson, TaskId
 from domain.ports import KeyValueBuckets
-from domain.protocol import validate_kv_key
+from domain.protocol import MAX_TASK_ID_BYTES, validate_kv_key
 from domain.services.resolve import required
 
 
@@ -17,7 +17,7 @@ class ReadCheckpoint:
     async def __call__(self, task_id: TaskId) -> RawJson | None:
         """The saved value, or None when there is none. InvalidRequestError naming `task_id`
         when it cannot be a key of the bucket (the engine's task ids can, all of them)."""
-        key = validate_kv_key(task_id, "task_id")
+        key = validate_kv_key(task_id, "task_id", MAX_TASK_ID_BYTES)
         bucket = required(await self.buckets.checkpoints(), "checkpoint")
         entry = await bucket.get(key)
         return RawJson(entry.value) if entry is not None and entry.value else None

@@ -44,6 +44,7 @@ from domain.ports import (
 from domain.protocol import (
     DISPATCH_FAILURE_DELAY,
     LEASE_GRACE,
+    MAX_TASK_ID_BYTES,
     STEP_STARTED,
     attempt_of,
     event_msg_id,
@@ -364,8 +365,8 @@ class PollService:
     async def _dispatch(self, delivery: Delivery, worker_id: WorkerId | None) -> _Dispatched | None:
         """Lease one delivery and publish its step.started; None when it is not handed out."""
         task = delivery.task
-        if task is None or not (task.run_id and task.step_id):
-            problem = delivery.problem or "run_id and step_id are required"
+        problem = _malformed(delivery)
+        if task is None or problem is not None:
             log.warning("malformed task consumed (%s): %s", delivery.task_type, problem)
             await self.queue.ack(delivery.handle)
             return None
@@ -554,3 +555,15 @@ class PollService:
             tracestate=lease.tracestate,
             checkpoint=checkpoint,
         )
+
+
+def _malformed(delivery: Delivery) -> str | None:
+    """What makes the delivery's task one the bridge cannot hand out, if anything. A task id
+    longer than a client's could be would make subjects and keys past what NATS takes."""
+    task = delivery.task
+    if task is None or not (task.run_id and task.step_id):
+        return delivery.problem or "run_id and step_id are required"
+    size = len(task_id_of(task.run_id, task.step_id).encode())
+    if size > MAX_TASK_ID_BYTES:
+        return f"its task id has {size} bytes, more than {MAX_TASK_ID_BYTES}"
+    return None
