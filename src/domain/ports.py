@@ -292,6 +292,11 @@ class BackendProbe(Protocol):
         """Return when the backend serves requests; raise BackendUnavailableError otherwise."""
         ...
 
+    def lost_for_good(self) -> str | None:
+        """Why this process can no longer reach the backend whatever becomes of it (only a
+        restart helps), or None while it can."""
+        ...
+
 
 class Telemetry(Protocol):
     """Counts of what the use cases do, for metrics. Never raises and never blocks: the use

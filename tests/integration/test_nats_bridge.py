@@ -367,6 +367,40 @@ def test_an_output_too_large_for_nats_is_413_and_leaves_the_task_open(
     assert "PayloadTooLargeError" not in log
 
 
+MAX_PAYLOAD = 1_048_576
+"""nats-server's default max_payload, and the bridge's default --max-body-bytes."""
+
+
+@pytest.mark.parametrize(
+    ("action", "field", "overhead"), [("stream", "data", 40), ("complete", "output", 200)]
+)
+def test_a_value_that_fits_max_payload_but_not_with_its_headers_is_413_and_nats_stays(
+    bridge: BridgeProcess, action: str, field: str, overhead: int
+) -> None:
+    """nats-py weighs only the payload; the server, also the headers (the event's msg-id, the
+    chunk's trace context), and answers -ERR, upon which nats-py closes the connection for
+    good: every request answered 503 from then on."""
+    task_type, run_id = unique("t"), unique("r")
+    enqueue(bridge.url, task_type, run_id)
+    (task,) = poll(bridge.url, task_type)
+    value = b'"' + b"x" * (MAX_PAYLOAD - overhead - 2) + b'"'
+    body = b'{"action":"%s","%s":%s}' % (action.encode(), field.encode(), value)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    too_large = httpx.post(
+        f"{bridge.url}/v1/tasks/{task['task_id']}/resolve",
+        content=body,
+        headers={"traceparent": traceparent},
+        timeout=15,
+    )
+    ready = httpx.get(f"{bridge.url}/readyz", timeout=5)
+    completed = resolve(bridge.url, task["task_id"], action="complete", output="small")
+
+    assert len(body) <= MAX_PAYLOAD  # within --max-body-bytes: the bridge reads it
+    assert (too_large.status_code, ready.status_code, completed.status_code) == (413, 200, 200)
+    assert "NATS disconnected" not in bridge.log.read_text()
+
+
 def test_a_connected_worker_is_capped_and_its_tasks_come_back_at_once_when_it_leaves(
     bridge: BridgeProcess,
 ) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from adapters.nats.inbox import SWEEP_S, Inbox
+from app.embedded import EmbeddedNats
 from tests.integration.kv_helpers import bucket_name
 
 pytestmark = pytest.mark.integration
@@ -180,3 +182,31 @@ async def test_a_request_of_many_replies_leaves_nothing_behind_however_it_ends(
     await inbox.request_many(counter, b"1", timeout=5, last=is_end)
 
     assert (inbox._streams, inbox._waiting, inbox._deadlines) == ({}, {}, {})
+
+
+async def test_a_request_weighs_its_headers_against_max_payload_to_the_byte(
+    nats_server: EmbeddedNats,
+) -> None:
+    """At the limit the server takes it; a byte over, the request is refused before it is
+    sent. A connection of its own: were the weight short, the server's -ERR would close it."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        subject = f"size.{bucket_name('inbox')}"
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(str(len(msg.data)).encode())
+
+        await nc.subscribe(subject, cb=answer)
+        headers = {"Nats-Msg-Id": "r1.s1.step.completed.1", " traceparent ": " 00-0af7-01 "}
+        # NATS/1.0␍␊ (10), Nats-Msg-Id: r1.s1.step.completed.1␍␊ (37), the trimmed
+        # traceparent: 00-0af7-01␍␊ (25), ␍␊ (2).
+        at_limit = b"x" * (nc.max_payload - 74)
+        inbox = Inbox(nc)
+
+        answered = await inbox.request(subject, at_limit, timeout=5, headers=headers)
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await inbox.request(subject, at_limit + b"x", timeout=5, headers=headers)
+
+        assert (answered.data, nc.is_connected) == (str(len(at_limit)).encode(), True)
+    finally:
+        await nc.close()

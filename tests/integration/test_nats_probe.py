@@ -79,3 +79,27 @@ async def test_a_jetstream_that_does_not_answer_in_time_is_not_ready(
             await probe.check()
     finally:
         await silent.unsubscribe()
+
+
+async def test_a_client_the_server_answered_with_an_error_is_lost_for_good(
+    nats_server: EmbeddedNats,
+) -> None:
+    """nats-py weighs only the payload against max_payload; the server, also the headers,
+    and its -ERR has nats-py close the connection, never to reconnect."""
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    client = await nats.connect(nats_server.url, closed_cb=on_closed, max_reconnect_attempts=-1)
+    probe = NatsProbe(client, client.jetstream())
+    before = probe.lost_for_good()
+
+    await client.publish("over.limit", b"x" * client.max_payload, headers={"k": "v"})
+    async with asyncio.timeout(5):
+        await closed.wait()
+
+    assert before is None
+    assert probe.lost_for_good() == (
+        "the NATS connection closed for good (nats: maximum payload violation)"
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
+from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
 from app.main import create_app
+from domain.errors import BackendUnavailableError
 from domain.models import TaskType, WorkerId
 from domain.services.workers import ConnectCommand
 from tests.factories import memory_container
@@ -333,6 +336,27 @@ async def test_the_openapi_document_lists_every_route(client: AsyncTestClient[An
 async def test_readiness_and_health(client: AsyncTestClient[Any]) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+@attrs.frozen
+class LostBackend:
+    """A backend this process can no longer reach, as a NATS connection closed for good."""
+
+    async def check(self) -> None:
+        raise BackendUnavailableError("NATS is not connected")
+
+    def lost_for_good(self) -> str:
+        return "the NATS connection closed for good (nats: maximum payload violation)"
+
+
+async def test_health_is_503_once_the_backend_is_lost_for_good() -> None:
+    container = memory_container()
+    container.probe.override(providers.Object(LostBackend()))
+    async with AsyncTestClient(app=create_app(container)) as client:
+        health = await client.get("/healthz")
+
+    assert_problem(health, 503, "closed for good (nats: maximum payload violation): restart")
+    assert health.headers["retry-after"]
 
 
 async def test_a_missing_checkpoint_is_404(client: AsyncTestClient[Any]) -> None:

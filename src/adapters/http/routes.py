@@ -67,7 +67,7 @@ from adapters.http.schemas import (
     to_poll_command,
     to_run_view,
 )
-from domain.errors import CheckpointNotFoundError, InvalidRequestError
+from domain.errors import BackendUnavailableError, CheckpointNotFoundError, InvalidRequestError
 from domain.models import RunId, TaskId
 from domain.ports import BackendProbe, Clock, EventLog
 from domain.protocol import bounded_task_id
@@ -317,8 +317,17 @@ async def workers(worker_registry: Injected[WorkerRegistry]) -> Response[bytes]:
     return json_response(encode(await worker_registry.registered()))
 
 
-@get("/healthz", summary="The process is up", operation_class=documented(answer=STATUS, errors=()))
-async def healthz() -> dict[str, str]:
+@get(
+    "/healthz",
+    summary="The process is up",
+    operation_class=documented(answer=STATUS, errors=(503,)),
+)
+async def healthz(backend_probe: Injected[BackendProbe]) -> dict[str, str]:
+    """503 once the process has lost its backend for good (a restart is the remedy); not while
+    the backend is only away, which /readyz tells."""
+    lost = backend_probe.lost_for_good()
+    if lost is not None:
+        raise BackendUnavailableError(f"{lost}: restart the bridge")
     return {"status": "ok"}
 
 

@@ -6,3 +6,6 @@ from __future__ import annotations
 class MemoryProbe:
     async def check(self) -> None:
         return None
+
+    def lost_for_good(self) -> str | None:
+        return None

@@ -1,5 +1,6 @@
 """The bridge's NATS connection: reconnects forever, logs its state changes, and says when it
-has reconnected."""
+has reconnected. nats-py closes it for good on a protocol error the server answers (`-ERR`),
+which the bridge avoids sending (adapters.nats.payloads); /healthz tells if it happens."""
 
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> N
     """Connect once (a failure is raised at start-up); after that, reconnect forever, and
     call `on_reconnected` after each reconnection."""
 
+    client: NatsClient | None = None
+
+    async def closed() -> None:
+        cause = client.last_error if client is not None else None
+        if cause is None:
+            log.info("NATS connection closed")
+        else:
+            # nats-py never reconnects after this: /healthz answers 503 from now on.
+            log.error("NATS connection closed for good after %s; restart the bridge", cause)
+
     async def reconnected() -> None:
         log.info("NATS reconnected")
         try:
@@ -44,7 +55,7 @@ async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> N
             log.exception("after the NATS reconnection")
 
     with translated("connect to NATS"):
-        return await nats.connect(
+        client = await nats.connect(
             servers=options.servers,
             user_credentials=str(options.creds) if options.creds else None,
             tls=_tls_context(options),
@@ -56,8 +67,10 @@ async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> N
             error_cb=_on_error,
             disconnected_cb=_on_disconnected,
             reconnected_cb=reconnected,
+            closed_cb=closed,
             name="dagnats-bridge",
         )
+    return client
 
 
 def _tls_context(options: NatsOptions) -> ssl.SSLContext | None:

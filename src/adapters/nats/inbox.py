@@ -25,6 +25,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from adapters.nats.jsapi import NO_RESPONDERS, STATUS_HEADER
+from adapters.nats.payloads import require_within_max_payload
 
 SWEEP_S: Final = 0.05
 """How often, while a request waits, the requests past their deadline are timed out. A timer
@@ -94,6 +95,7 @@ class Inbox:
         # from after it, as nats-py times a request.
         self._waiting[token] = reply
         try:
+            require_within_max_payload(self.connection, payload, headers)
             await self.connection.publish(
                 subject, payload, reply=self._prefix + token, headers=headers
             )

@@ -25,6 +25,14 @@ class NatsProbe:
     js: JetStreamContext
     timeout: timedelta = attrs.field(default=PROBE_TIMEOUT, kw_only=True)
 
+    def lost_for_good(self) -> str | None:
+        """nats-py closes its connection for good, never to reconnect, on a protocol error
+        the server answers (`-ERR`)."""
+        if not self.nc.is_closed:
+            return None
+        cause = self.nc.last_error
+        return f"the NATS connection closed for good{f' ({cause})' if cause else ''}"
+
     async def check(self) -> None:
         if not self.nc.is_connected:
             raise BackendUnavailableError("NATS is not connected")

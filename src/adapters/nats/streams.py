@@ -8,6 +8,7 @@ import attrs
 from nats.aio.client import Client as NatsClient
 
 from adapters.nats.errors import translated
+from adapters.nats.payloads import require_within_max_payload
 from adapters.wire import stream_subject
 from domain.models import RawJson, RunId, StepId
 
@@ -27,4 +28,5 @@ class NatsStreams:
     ) -> None:
         subject = stream_subject(run_id, step_id)
         with translated(f"publish stream chunk on {subject}"):
+            require_within_max_payload(self._nc, data, headers)
             await self._nc.publish(subject, data, headers=dict(headers) if headers else None)
