@@ -235,6 +235,21 @@ async def test_in_progress_restarts_ack_wait(backend: Backend) -> None:
     assert again.delivery_count == 2
 
 
+async def test_in_progress_once_ack_wait_has_passed_leaves_the_redelivery_due(
+    backend: Backend,
+) -> None:
+    """JetStream hands the message out again all the same: a worker's heartbeat after
+    AckWait (within its lease's grace) does not keep the task."""
+    await publish(backend, "s1")
+    delivery = await fetch_one(backend)
+    await backend.queue.wait_ready([backend.type()], ACK_WAIT + timedelta(seconds=1))
+
+    await backend.queue.in_progress(delivery.handle)
+    again = await backend.queue.fetch(backend.type(), 1, timedelta(milliseconds=300))
+
+    assert [d.delivery_count for d in again] == [2]
+
+
 async def test_nak_with_a_delay_redelivers_after_the_delay(backend: Backend) -> None:
     await publish(backend, "s1")
     delivery = await fetch_one(backend)

@@ -168,10 +168,13 @@ class MemoryTaskQueue:
             self._changes.notify(None)
 
     async def in_progress(self, handle: DeliveryHandle) -> None:
+        """Restarts AckWait of a delivery still pending; once AckWait has passed, the message
+        is handed out again all the same, as JetStream does."""
         message = self._current(handle)
+        now = self.clock.now()
         # Known difference: JetStream would let +WPI after a NAK restart AckWait over the delay.
-        if message is not None and not message.nakked:
-            message.due = self.clock.now() + self.ack_wait
+        if message is not None and not message.nakked and message.due > now:
+            message.due = now + self.ack_wait
 
     def messages(self) -> list[QueuedMessage]:
         """The stream's messages in stream order (acked and termed ones are gone)."""
