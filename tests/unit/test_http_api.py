@@ -10,6 +10,7 @@ import pytest
 from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
+from adapters.memory.kv import MemoryBuckets
 from app.main import create_app
 from domain.errors import BackendUnavailableError
 from domain.models import TaskType, WorkerId
@@ -357,6 +358,18 @@ async def test_health_is_503_once_the_backend_is_lost_for_good() -> None:
 
     assert_problem(health, 503, "closed for good (nats: maximum payload violation): restart")
     assert health.headers["retry-after"]
+
+
+async def test_a_connect_whose_registration_cannot_be_stored_is_500_register_failed() -> None:
+    """The Go bridge's text (PROTOCOL.md 2.4, B19), with the cause after it."""
+    container = memory_container()
+    container.buckets.override(providers.Object(MemoryBuckets(container.clock(), workers=False)))
+    async with AsyncTestClient(app=create_app(container)) as client:
+        response = await client.post(
+            "/v1/workers/connect", json={"worker_id": "w1", "task_types": ["t"]}
+        )
+
+    assert_problem(response, 500, "register failed: workers KV not configured")
 
 
 async def test_a_missing_checkpoint_is_404(client: AsyncTestClient[Any]) -> None:

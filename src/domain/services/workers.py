@@ -7,6 +7,7 @@ from collections import Counter
 
 import attrs
 
+from domain.errors import BackendError, BucketUnavailableError
 from domain.models import TaskType, WorkerId, WorkerRegistration
 from domain.ports import Clock, Telemetry, WorkerDirectory
 from domain.services.release import ReleaseLeases
@@ -44,8 +45,13 @@ class WorkerRegistry:
     _sessions: Counter[WorkerId] = attrs.field(factory=Counter)
 
     async def open_session(self, cmd: ConnectCommand) -> None:
-        """Register the worker; raises if the registration cannot be stored."""
-        await self.directory.register(self._registration(cmd))
+        """Register the worker; raises if the registration cannot be stored: a fault as
+        BackendError `register failed: <cause>`, the Go bridge's text, and NATS out of reach
+        as it is (a 503, worth retrying)."""
+        try:
+            await self.directory.register(self._registration(cmd))
+        except (BackendError, BucketUnavailableError) as exc:
+            raise BackendError(f"register failed: {exc}") from exc
         self._sessions[cmd.worker_id] += 1
         self.telemetry.workers_connected(len(self._sessions))
 
