@@ -6,6 +6,7 @@ The one place adapters take them from, so the memory fake and JetStream agree.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Final
 
@@ -27,6 +28,12 @@ POLLS_BUCKET: Final = "bridge_polls"
 
 CONSUMER_ACK_WAIT: Final = timedelta(minutes=5)
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
+EXPECTED_STREAM_HEADER: Final = "Nats-Expected-Stream"
+"""What a JetStream publish naming its stream adds to the message's headers."""
+DEFAULT_MAX_PAYLOAD: Final = 1_048_576
+"""nats-server's default max_payload: the most a message weighs, its headers included."""
+_HEADER_BLOCK_BYTES: Final = len(b"NATS/1.0\r\n") + len(b"\r\n")
+_HEADER_LINE_BYTES: Final = len(b": \r\n")
 
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -93,3 +100,16 @@ def filters_overlap(first: str, second: str) -> bool:
             return False
     # Neither ended in `>`, so a common subject has exactly as many tokens as each filter.
     return len(left) == len(right)
+
+
+def message_bytes(payload: bytes, headers: Mapping[str, str] | None) -> int:
+    """What a message weighs against max_payload, as the server counts it: its payload and
+    the header block nats-py writes for `headers` (at most: it may drop newlines)."""
+    if not headers:
+        return len(payload)
+    lines = (
+        len(key.strip().encode()) + len(value.strip().encode()) + _HEADER_LINE_BYTES
+        for key, value in headers.items()
+        if key.strip()
+    )
+    return len(payload) + _HEADER_BLOCK_BYTES + sum(lines)

@@ -239,6 +239,43 @@ async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_no
     assert container.queue().messages() == []
 
 
+MAX_PAYLOAD: Final = 1_048_576
+"""nats-server's default max_payload, which the simulator holds messages to."""
+
+
+@pytest.mark.parametrize(
+    ("action", "field", "overhead"),
+    [("stream", "data", 40), ("complete", "output", 200), ("checkpoint", "data", -1)],
+)
+async def test_what_nats_would_refuse_as_too_large_is_413_on_the_simulator_too(
+    action: str, field: str, overhead: int
+) -> None:
+    """As tests/integration/test_nats_bridge.py finds on NATS: a value that fits max_payload
+    alone but not with the message's headers, and a checkpoint one byte over it."""
+    container = memory_container(max_body_bytes=2 * MAX_PAYLOAD)
+    async with AsyncTestClient(app=create_app(container)) as client:
+        task = await enqueue_and_poll(client, "r1")
+        value = b'"' + b"x" * (MAX_PAYLOAD - overhead - 2) + b'"'
+        body = b'{"action":"%s","%s":%s}' % (action.encode(), field.encode(), value)
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+        too_large = await client.post(
+            f"/v1/tasks/{task['task_id']}/resolve",
+            content=body,
+            headers={"traceparent": traceparent},
+        )
+        enqueued = await client.post(
+            "/v1/sim/tasks", content=b'{"task_type":"t","input":%s}' % value
+        )
+        completed = await client.post(
+            f"/v1/tasks/{task['task_id']}/resolve", json={"action": "complete"}
+        )
+
+    assert_problem(too_large, 413, "larger than the NATS server's max_payload")
+    assert_problem(enqueued, 413, "larger than the NATS server's max_payload")
+    assert completed.status_code == 200, completed.text
+
+
 @pytest.mark.parametrize("step_id", ["a/b", "a%2Fb", "schritt-\u00fc", "..", "a b?c#d"])
 async def test_a_task_id_the_engine_issued_resolves_whatever_its_characters(
     client: AsyncTestClient[Litestar], container: Container, step_id: str

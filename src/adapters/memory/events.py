@@ -3,13 +3,17 @@ histories of the runs that finished longest ago forgotten."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
 
 import attrs
 
+from adapters.codec import encode
 from adapters.memory.dedup import DuplicateWindow
+from adapters.memory.payloads import published_headers, require_within_max_payload
 from adapters.memory.waiting import Broadcast, wait_or_timeout
+from adapters.wire import HISTORY_STREAM, history_subject
 from domain.models import Event, OutboundEvent, RunId
 from domain.ports import Clock
 from domain.protocol import WORKFLOW_COMPLETED, WORKFLOW_FAILED
@@ -33,6 +37,8 @@ class MemoryEventLog:
 
     clock: Clock
     duplicate_window: timedelta = attrs.field(default=HISTORY_DUPLICATE_WINDOW, kw_only=True)
+    encode: Callable[[Event], bytes] = attrs.field(default=encode, kw_only=True)
+    """The codec's, which the NATS event log sends: what an event weighs."""
     finished_kept: int = attrs.field(
         default=FINISHED_RUNS_KEPT, kw_only=True, validator=attrs.validators.gt(0)
     )
@@ -47,6 +53,10 @@ class MemoryEventLog:
         return DuplicateWindow(self.clock, self.duplicate_window)
 
     async def append(self, outbound: OutboundEvent) -> bool:
+        subject = history_subject(outbound.event.run_id)
+        weighed = published_headers(outbound.headers, outbound.msg_id, HISTORY_STREAM)
+        what = f"publish {outbound.event.type} on {subject}"
+        require_within_max_payload(what, self.encode(outbound.event), weighed)
         if not self._duplicates.admit(outbound.msg_id):
             return False
         run_id = outbound.event.run_id

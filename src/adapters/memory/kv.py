@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import attrs
 
+from adapters.memory.payloads import require_within_max_payload
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import CHECKPOINTS_BUCKET, SIGNALS_BUCKET, WORKERS_BUCKET, WORKERS_TTL
 from domain.models import KvEntry
@@ -48,6 +49,7 @@ class MemoryKeyValue:
 
     async def put(self, key: str, value: bytes) -> int:
         validate_kv_key(key, "KV key", MAX_KV_KEY_BYTES)
+        require_within_max_payload(f"put {key} into KV {self.bucket}", value)
         entry = self._store(key, value, deleted=False)
         self._puts.notify(entry)
         return entry.revision

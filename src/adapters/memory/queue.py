@@ -18,6 +18,7 @@ import attrs
 
 from adapters.engine_publish import publish_as_the_engine
 from adapters.memory.dedup import DuplicateWindow
+from adapters.memory.payloads import published_headers, require_within_max_payload
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import (
     CONSUMER_ACK_WAIT,
@@ -118,12 +119,15 @@ class MemoryTaskQueue:
 
         A msg-id seen within the last 2 minutes is dropped.
         """
+        subject = task_subject(task_type, run_id)
+        weighed = published_headers(headers, msg_id, self.stream)
+        require_within_max_payload(f"publish task on {subject}", payload, weighed)
         if not self._duplicates.admit(msg_id):
             return
         seq = next(self._seqs)
         self._messages[seq] = _Message(
             seq=seq,
-            subject=task_subject(task_type, run_id),
+            subject=subject,
             payload=payload,
             headers=dict(headers or {}),
             due=self.clock.now(),

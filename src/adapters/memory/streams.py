@@ -8,6 +8,8 @@ from typing import Final
 
 import attrs
 
+from adapters.memory.payloads import require_within_max_payload
+from adapters.wire import stream_subject
 from domain.models import RawJson, RunId, StepId
 
 DEFAULT_RETAINED: Final = 1000
@@ -41,6 +43,8 @@ class MemoryStreams:
         data: RawJson,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        subject = stream_subject(run_id, step_id)
+        require_within_max_payload(f"publish stream chunk on {subject}", data, headers)
         self._chunks[run_id, step_id].append(_Chunk(data, dict(headers or {})))
 
     def chunks(self, run_id: RunId, step_id: StepId) -> list[RawJson]:
