@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import NatsKeyValue
 from adapters.nats.polls import NatsPollAnswerStore
-from domain.errors import BackendError, PayloadTooLargeError
+from domain.errors import BackendError
 from domain.models import LeaseId, PolledTask, PollId, RawJson, RunId, StepId, TaskId
 from tests.integration.kv_helpers import bucket_name, fresh_bucket, until
 
@@ -64,11 +64,28 @@ async def test_an_answer_is_gone_once_the_bucket_ttl_has_passed(store: NatsPollA
     await until(expired, within_s=5)
 
 
-async def test_an_answer_too_large_for_one_message_is_refused(store: NatsPollAnswerStore) -> None:
-    huge = RawJson(b'"' + b"x" * 1_100_000 + b'"')
+async def test_an_answer_larger_than_one_message_is_kept_in_parts_and_reads_back(
+    store: NatsPollAnswerStore, kv: NatsKeyValue
+) -> None:
+    """256 tasks of 4 KB inputs make such an answer."""
+    answer = [polled(step, input=RawJson(b'"' + b"x" * 600_000 + b'"')) for step in "abc"]
 
-    with pytest.raises(PayloadTooLargeError):
-        await store.put(PollId("poll-1"), [polled("a", input=huge)])
+    await store.put(PollId("poll-1"), answer)
+
+    other_replica = NatsPollAnswerStore(kv.js, bucket=kv.name)
+    assert await other_replica.get(PollId("poll-1")) == answer
+    assert sorted(await kv.keys()) == ["poll-1", "poll-1.1", "poll-1.2"]
+
+
+async def test_an_answer_whose_parts_have_expired_reads_as_absent(
+    store: NatsPollAnswerStore, kv: NatsKeyValue
+) -> None:
+    answer = [polled(step, input=RawJson(b'"' + b"x" * 600_000 + b'"')) for step in "ab"]
+    await store.put(PollId("poll-1"), answer)
+
+    await kv.delete("poll-1.2")
+
+    assert await store.get(PollId("poll-1")) is None
 
 
 async def test_a_missing_bucket_is_a_backend_error(nats_client: NatsClient) -> None:

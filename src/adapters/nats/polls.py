@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Final
 
 import attrs
+import msgspec
 
 from adapters.codec import DecodeError, decode_list, encode
 from adapters.nats.jetstream import JetStream
@@ -13,14 +16,21 @@ from adapters.wire import POLLS_BUCKET
 from domain.errors import BackendError
 from domain.models import PolledTask, PollId
 
+PART_MARGIN: Final = 1024
+"""Room left beside each part, in its message, for headers a KV put may carry."""
+
 
 @attrs.define
 class NatsPollAnswerStore:
     """PollAnswerStore on a JetStream KV bucket (`bridge_polls`, which must exist).
 
     The answer is stored under its poll_id (one KV token: the poll_id alphabet is within the
-    key alphabet) as the JSON array the client got. The bucket's TTL is the replay window,
-    on the server's clock. Mutable on purpose: it keeps the bucket once bound.
+    key alphabet) as the JSON array the client got. One larger than a message can carry (256
+    tasks of 4 KB inputs are) is stored in parts under `<poll_id>.1`, `<poll_id>.2`, ..., and
+    under the poll_id `{"parts": N}`, written last: a repeat that finds it finds the parts,
+    unless they have expired, a moment before it (the answer then reads as absent). The
+    bucket's TTL is the replay window, on the server's clock. Mutable on purpose: it keeps
+    the bucket once bound.
     """
 
     js: JetStream
@@ -33,13 +43,30 @@ class NatsPollAnswerStore:
         if entry is None:
             return None
         try:
-            return decode_list(entry.value, PolledTask)
-        except DecodeError as exc:
+            value = entry.value
+            if value.startswith(b"{"):
+                parts = msgspec.json.decode(value, type=_Parts).parts
+                keys = [_part_key(poll_id, n) for n in range(1, parts + 1)]
+                found = await kv.get_many(keys)
+                if len(found) < parts:
+                    return None
+                value = b"".join(found[key].value for key in keys)
+            return decode_list(value, PolledTask)
+        except (DecodeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise BackendError(f"unreadable poll answer under KV key {poll_id}: {exc}") from exc
 
     async def put(self, poll_id: PollId, tasks: Sequence[PolledTask]) -> None:
         kv = await self._bound()
-        await kv.put(poll_id, encode(list(tasks)))
+        value = encode(list(tasks))
+        size = self.js.inbox.connection.max_payload - PART_MARGIN
+        if len(value) <= size:
+            await kv.put(poll_id, value)
+            return
+        parts = [value[start : start + size] for start in range(0, len(value), size)]
+        await asyncio.gather(
+            *(kv.put(_part_key(poll_id, n), part) for n, part in enumerate(parts, 1))
+        )
+        await kv.put(poll_id, msgspec.json.encode(_Parts(len(parts))))
 
     async def _bound(self) -> NatsKeyValue:
         if self._kv is None:
@@ -47,3 +74,11 @@ class NatsPollAnswerStore:
         if self._kv is None:
             raise BackendError(f"KV bucket {self.bucket} is missing (the bridge creates it)")
         return self._kv
+
+
+class _Parts(msgspec.Struct, frozen=True):
+    parts: int
+
+
+def _part_key(poll_id: PollId, n: int) -> str:
+    return f"{poll_id}.{n}"
