@@ -138,8 +138,14 @@ class QueueAgainstModel(RuleBasedStateMachine):
     def in_progress(self, held: Held) -> None:
         self.runner.run(self.queue.in_progress(held.handle))
 
-        if (message := self._current(held)) is not None and not message.nakked:
-            message.due = self.clock.now() + ACK_WAIT
+        # Once AckWait has passed, the message is handed out again all the same.
+        now = self.clock.now()
+        if (
+            (message := self._current(held)) is not None
+            and not message.nakked
+            and message.due > now
+        ):
+            message.due = now + ACK_WAIT
 
     @rule(seconds=st.sampled_from([1, 5, 30, 119, 120, 299, 300, 301, 600]))
     def advance(self, seconds: int) -> None:
