@@ -27,6 +27,9 @@ POLLS_BUCKET: Final = "bridge_polls"
 """The bridge's own bucket of poll answers by poll_id, created like `bridge_leases`."""
 
 CONSUMER_ACK_WAIT: Final = timedelta(minutes=5)
+CONSUMER_MAX_ACK_PENDING: Final = 1_000
+"""JetStream's default, which the consumers the bridge creates keep, as the Go bridge's do:
+a consumer delivers no new message while this many of its deliveries are unsettled."""
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 EXPECTED_STREAM_HEADER: Final = "Nats-Expected-Stream"
 """What a JetStream publish naming its stream adds to the message's headers."""

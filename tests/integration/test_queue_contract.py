@@ -26,7 +26,13 @@ import pytest
 from adapters.codec import encode
 from adapters.memory.clock import SystemClock
 from adapters.memory.queue import MemoryTaskQueue
-from adapters.wire import consumer_filter, consumer_name, name_conflict, overlap_conflict
+from adapters.wire import (
+    CONSUMER_MAX_ACK_PENDING,
+    consumer_filter,
+    consumer_name,
+    name_conflict,
+    overlap_conflict,
+)
 from app.embedded import EmbeddedNats
 from domain.errors import ConsumerConflictError
 from domain.models import Delivery, RunId, StepId, TaskPayload, TaskType
@@ -248,6 +254,33 @@ async def test_in_progress_once_ack_wait_has_passed_leaves_the_redelivery_due(
     again = await backend.queue.fetch(backend.type(), 1, timedelta(milliseconds=300))
 
     assert [d.delivery_count for d in again] == [2]
+
+
+async def take_until_none_ready(backend: Backend) -> list[Delivery]:
+    taken: list[Delivery] = []
+    while batch := await backend.queue.fetch(backend.type(), 256, NO_WAIT):
+        taken += batch
+    return taken
+
+
+async def test_no_new_message_is_delivered_while_max_ack_pending_are_unsettled(
+    backend: Backend,
+) -> None:
+    """The consumers keep JetStream's default MaxAckPending, as the Go bridge's: a type has at
+    most that many tasks in flight, and the next comes once one is settled."""
+    await asyncio.gather(*(publish(backend, f"s{n}") for n in range(CONSUMER_MAX_ACK_PENDING + 1)))
+    taken = await take_until_none_ready(backend)
+    waiting = asyncio.create_task(backend.queue.wait_ready([backend.type()], LONG_ENOUGH))
+    await asyncio.sleep(0)  # under way: the ack finds it waiting
+
+    await backend.queue.ack(taken[0].handle)
+    async with asyncio.timeout(LONG_ENOUGH.total_seconds()):
+        await waiting
+    last = await fetch_one(backend)
+
+    published = {f"s{n}" for n in range(CONSUMER_MAX_ACK_PENDING + 1)}
+    assert len(taken) == CONSUMER_MAX_ACK_PENDING
+    assert (steps([last]), last.delivery_count) == (list(published - set(steps(taken))), 1)
 
 
 async def test_nak_with_a_delay_redelivers_after_the_delay(backend: Backend) -> None:

@@ -22,6 +22,7 @@ from adapters.memory.payloads import published_headers, require_within_max_paylo
 from adapters.memory.waiting import Broadcast, wait_or_timeout
 from adapters.wire import (
     CONSUMER_ACK_WAIT,
+    CONSUMER_MAX_ACK_PENDING,
     TASK_STREAM,
     consumer_filter,
     consumer_name,
@@ -70,13 +71,19 @@ class _Message:
     due: datetime
     """When it becomes deliverable: its publish time, NAK delay end, or AckWait end."""
     nakked: bool = False
+    holder: _Consumer | None = None
+    """The consumer that delivered it, once one has: it counts against that one's
+    MaxAckPending until it is acked or termed."""
 
 
-@attrs.frozen
+@attrs.define
 class _Consumer:
+    """Mutable on purpose: it counts its deliveries not settled yet."""
+
     name: str
     subject_filter: str
     task_type: TaskType
+    unsettled: int = 0
 
 
 @attrs.define
@@ -151,15 +158,20 @@ class MemoryTaskQueue:
         *,
         until: Collection[asyncio.Future[None]] = (),
     ) -> None:
-        filters = [self._consumer(t).subject_filter for t in task_types]
+        consumers = [self._consumer(t) for t in task_types]
+        filters = [c.subject_filter for c in consumers]
         deadline = self.clock.now() + timeout
-        while not any(self._deliverable(filters)) and not any(s.done() for s in until):
+        while not any(self._deliverable(consumers)) and not any(s.done() for s in until):
             if not await self._wait_for_change(filters, deadline, until):
                 return
 
     async def ack(self, handle: DeliveryHandle) -> None:
         if (message := self._current(handle)) is not None:
             del self._messages[message.seq]
+            if (consumer := message.holder) is not None:
+                consumer.unsettled -= 1
+                if consumer.unsettled == CONSUMER_MAX_ACK_PENDING - 1:
+                    self._changes.notify(None)  # its new messages are deliverable again
 
     async def term(self, handle: DeliveryHandle) -> None:
         # A work-queue stream drops a termed message just as an acked one.
@@ -216,16 +228,33 @@ class MemoryTaskQueue:
             if any(subject_matches(f, m.subject) for f in filters)
         )
 
-    def _deliverable(self, filters: Sequence[str]) -> Iterator[_Message]:
+    def _deliverable(self, consumers: Sequence[_Consumer]) -> Iterator[_Message]:
+        """The consumers' messages that are due, in stream order; a consumer's new ones only
+        while fewer than CONSUMER_MAX_ACK_PENDING of its deliveries are unsettled (those it
+        has delivered already come again all the same, as on JetStream)."""
         # Known difference: JetStream serves redeliveries before new messages; this is stream order.
         now = self.clock.now()
-        return (m for m in self._matching(filters) if m.due <= now)
+        room = {c.name: CONSUMER_MAX_ACK_PENDING - c.unsettled for c in consumers}
+        for message in self._messages.values():
+            consumer = next(
+                (c for c in consumers if subject_matches(c.subject_filter, message.subject)), None
+            )
+            if consumer is None or message.due > now:
+                continue
+            if message.holder is None:
+                if room[consumer.name] <= 0:
+                    continue
+                room[consumer.name] -= 1
+            yield message
 
     def _deliver(self, consumer: _Consumer, max_messages: int) -> list[Delivery]:
-        ready = list(itertools.islice(self._deliverable([consumer.subject_filter]), max_messages))
+        ready = list(itertools.islice(self._deliverable([consumer]), max_messages))
         return [self._delivery(consumer, message) for message in ready]
 
     def _delivery(self, consumer: _Consumer, message: _Message) -> Delivery:
+        if message.holder is None:
+            message.holder = consumer
+            consumer.unsettled += 1
         message.delivery_count += 1
         message.due = self.clock.now() + self.ack_wait
         message.nakked = False
