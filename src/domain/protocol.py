@@ -306,7 +306,5 @@ def validate_kv_key(value: str, field: str, max_bytes: int = MAX_NAME_BYTES) -> 
 
 
 def _within(value: str, field: str, max_bytes: int) -> None:
-    """Its alphabet is ASCII, so a value within it has as many bytes as characters; one
-    outside it is refused by the alphabet's check, whatever its length."""
-    if len(value) > max_bytes:
+    if len(value.encode()) > max_bytes:
         raise InvalidRequestError(f"{field} exceeds {max_bytes} bytes", field)

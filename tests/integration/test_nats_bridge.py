@@ -510,5 +510,5 @@ async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_no
     taken = poll(bridge.url, task_type, timeout_ms=1_000)
 
     assert taken == []
-    assert "its task id has" in bridge.log.read_text()
+    assert "its run_id has" in bridge.log.read_text()
     assert "NATS disconnected" not in bridge.log.read_text()

@@ -226,10 +226,15 @@ async def test_names_of_the_longest_length_are_taken(
     assert (signalled.status_code, done.status_code) == (200, 200), signalled.text
 
 
-async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_not_handed_out(
-    client: AsyncTestClient[Litestar], container: Container
+@pytest.mark.parametrize(
+    ("run_id", "step_id"),
+    [("r" * (MAX_NAME_BYTES + 1), "s"), ("r", "\u00e9" * (MAX_NAME_BYTES // 2 + 1))],
+)
+async def test_a_task_whose_ids_are_longer_than_a_client_could_name_is_consumed_not_handed_out(
+    client: AsyncTestClient[Litestar], container: Container, run_id: str, step_id: str
 ) -> None:
-    run, step = RunId("r" * MAX_NAME_BYTES), StepId("s" * (MAX_NAME_BYTES + 1))
+    """Its run could not be named by its own send_signal; in bytes, as NATS counts."""
+    run, step = RunId(run_id), StepId(step_id)
     task = TaskPayload(task_id=task_id_of(run, step), run_id=run, step_id=step)
     await container.queue().publish_task(TaskType("t"), task, msg_id="long.queued")
 
@@ -237,6 +242,16 @@ async def test_a_task_whose_id_is_longer_than_a_client_could_name_is_consumed_no
 
     assert (polled.status_code, polled.json()) == (200, [])
     assert container.queue().messages() == []
+
+
+async def test_a_task_id_is_bounded_in_bytes_not_characters(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    task_id = quote("\u00e9" * (MAX_TASK_ID_BYTES // 2 + 1), safe="")
+
+    resolved = await client.post(f"/v1/tasks/{task_id}/resolve", json={"action": "heartbeat"})
+
+    assert_problem(resolved, 400, "exceeds", "task_id")
 
 
 MAX_PAYLOAD: Final = 1_048_576

@@ -67,7 +67,7 @@ def _item(index: int, item: bytes) -> tuple[TaskId, ResolveRequest]:
         raise DecodeError(f"item {index}: {exc}", _field(index, exc.field)) from None
     if not task_id:
         raise DecodeError(f"item {index}: task_id is required", _field(index, "task_id"))
-    if len(task_id) > MAX_TASK_ID_BYTES:
+    if len(task_id.encode()) > MAX_TASK_ID_BYTES:
         raise DecodeError(
             f"item {index}: task_id exceeds {MAX_TASK_ID_BYTES} bytes", _field(index, "task_id")
         )

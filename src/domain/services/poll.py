@@ -44,7 +44,7 @@ from domain.ports import (
 from domain.protocol import (
     DISPATCH_FAILURE_DELAY,
     LEASE_GRACE,
-    MAX_TASK_ID_BYTES,
+    MAX_NAME_BYTES,
     STEP_STARTED,
     attempt_of,
     event_msg_id,
@@ -558,12 +558,13 @@ class PollService:
 
 
 def _malformed(delivery: Delivery) -> str | None:
-    """What makes the delivery's task one the bridge cannot hand out, if anything. A task id
-    longer than a client's could be would make subjects and keys past what NATS takes."""
+    """What makes the delivery's task one the bridge cannot hand out, if anything. A run or
+    step id longer than a client's could be would make subjects and keys past what NATS
+    takes, and a run the task's own send_signal could not name."""
     task = delivery.task
     if task is None or not (task.run_id and task.step_id):
         return delivery.problem or "run_id and step_id are required"
-    size = len(task_id_of(task.run_id, task.step_id).encode())
-    if size > MAX_TASK_ID_BYTES:
-        return f"its task id has {size} bytes, more than {MAX_TASK_ID_BYTES}"
+    for field, value in (("run_id", task.run_id), ("step_id", task.step_id)):
+        if (size := len(value.encode())) > MAX_NAME_BYTES:
+            return f"its {field} has {size} bytes, more than {MAX_NAME_BYTES}"
     return None
