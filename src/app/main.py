@@ -8,12 +8,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import nats.errors
 from dependency_injector import providers
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from adapters.http.auth import PROTECTED_SEGMENT, BearerAuth
@@ -23,7 +21,7 @@ from adapters.http.openapi import COMPONENTS
 from adapters.http.paths import RawPathLitestar
 from adapters.http.problems import EXCEPTION_HANDLERS
 from adapters.http.routes import API_HANDLERS, engine_router, simulator_router
-from adapters.nats.connection import NatsOptions, connect
+from adapters.nats.connection import NatsOptions, close, connect
 from adapters.nats.jetstream import JetStream
 from adapters.nats.kv import ensure_leases_bucket, ensure_polls_bucket, provision_buckets
 from adapters.nats.provision import provision_streams, while_cluster_forms
@@ -126,7 +124,7 @@ async def nats_lifespan(container: Container) -> AsyncIterator[None]:
             # Messages pulled ahead for waiting polls go back before the connection does.
             await container.queue().close()
     finally:
-        await _close(client)
+        await close(client)
 
 
 async def _create_what_is_missing(jetstream: JetStreamContext, settings: Settings) -> None:
@@ -141,15 +139,6 @@ async def _create_what_is_missing(jetstream: JetStreamContext, settings: Setting
     lease_ttl = max(LEASE_BUCKET_MIN_TTL, 2 * settings.ack_wait)
     await ensure_leases_bucket(jetstream, lease_ttl, replicas=replicas)
     await ensure_polls_bucket(jetstream, replicas=replicas)
-
-
-async def _close(client: NatsClient) -> None:
-    """Drain (let in-flight messages finish); while NATS is away that fails, so just close."""
-    try:
-        await client.drain()
-    except nats.errors.Error as exc:
-        log.warning("NATS not drained (%s); closing", type(exc).__name__)
-        await client.close()
 
 
 def create_app(container: Container) -> Litestar:

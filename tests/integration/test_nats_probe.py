@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from adapters.nats.connection import NatsOptions, close, connect, lost_for_good
 from adapters.nats.probe import NatsProbe
 from app.embedded import EmbeddedNats
 from domain.errors import BackendUnavailableError
 from domain.ports import BackendProbe
+from tests.integration.kv_helpers import until
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +106,32 @@ async def test_a_client_the_server_answered_with_an_error_is_lost_for_good(
     assert probe.lost_for_good() == (
         "the NATS connection closed for good (nats: maximum payload violation)"
     )
+
+
+async def test_a_connection_the_bridge_closes_after_a_reconnection_is_not_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py keeps the error of a failed reconnection attempt as its last error once it has
+    reconnected: the bridge's own close at shutdown is not taken for a lost connection."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    reconnected = asyncio.Event()
+    client = await connect(NatsOptions(servers=[server.url]), reconnected.set)
+    try:
+        await asyncio.to_thread(server.stop)
+
+        async def refused() -> bool:
+            return client.last_error is not None
+
+        await until(refused, within_s=10)
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(10):
+            await reconnected.wait()
+        with caplog.at_level(logging.INFO, logger="adapters.nats.connection"):
+            await close(client)
+    finally:
+        server.stop()
+
+    closes = [(r.levelname, r.getMessage()) for r in caplog.records if "closed" in r.getMessage()]
+    assert (client.last_error is not None, lost_for_good(client)) == (True, None)
+    assert closes == [("INFO", "NATS connection closed")]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import attrs
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from adapters.nats.errors import translated
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S: Final = 5
 RECONNECT_WAIT_S: Final = 1
 PENDING_BYTES_WHILE_AWAY: Final = 8 * 1024 * 1024
+_CLOSED_ON_PURPOSE: Final[weakref.WeakSet[NatsClient]] = weakref.WeakSet()
+"""The clients `close` closed: those that close otherwise are lost."""
 
 
 @attrs.frozen(kw_only=True)
@@ -39,12 +43,12 @@ async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> N
     client: NatsClient | None = None
 
     async def closed() -> None:
-        cause = client.last_error if client is not None else None
-        if cause is None:
+        lost = lost_for_good(client) if client is not None else None
+        if lost is None:
             log.info("NATS connection closed")
         else:
             # nats-py never reconnects after this: /healthz answers 503 from now on.
-            log.error("NATS connection closed for good after %s; restart the bridge", cause)
+            log.error("%s; restart the bridge", lost)
 
     async def reconnected() -> None:
         log.info("NATS reconnected")
@@ -71,6 +75,26 @@ async def connect(options: NatsOptions, on_reconnected: Callable[[], None]) -> N
             name="dagnats-bridge",
         )
     return client
+
+
+async def close(client: NatsClient) -> None:
+    """Drain (let in-flight messages finish); while NATS is away that fails, so just close.
+    Closed on purpose: not lost (`lost_for_good`)."""
+    _CLOSED_ON_PURPOSE.add(client)
+    try:
+        await client.drain()
+    except nats.errors.Error as exc:
+        log.warning("NATS not drained (%s); closing", type(exc).__name__)
+        await client.close()
+
+
+def lost_for_good(client: NatsClient) -> str | None:
+    """Why the connection is closed when the bridge did not close it (`close`): nats-py
+    closes it, never to reconnect, on a protocol error the server answers (`-ERR`)."""
+    if not client.is_closed or client in _CLOSED_ON_PURPOSE:
+        return None
+    cause = client.last_error
+    return f"the NATS connection closed for good{f' ({cause})' if cause else ''}"
 
 
 def _tls_context(options: NatsOptions) -> ssl.SSLContext | None:

@@ -11,6 +11,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
+from adapters.nats.connection import lost_for_good
 from domain.errors import BackendUnavailableError
 
 PROBE_TIMEOUT: Final = timedelta(seconds=1)
@@ -26,12 +27,7 @@ class NatsProbe:
     timeout: timedelta = attrs.field(default=PROBE_TIMEOUT, kw_only=True)
 
     def lost_for_good(self) -> str | None:
-        """nats-py closes its connection for good, never to reconnect, on a protocol error
-        the server answers (`-ERR`)."""
-        if not self.nc.is_closed:
-            return None
-        cause = self.nc.last_error
-        return f"the NATS connection closed for good{f' ({cause})' if cause else ''}"
+        return lost_for_good(self.nc)
 
     async def check(self) -> None:
         if not self.nc.is_connected:
