@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from typing import Final
 
@@ -18,6 +19,7 @@ from domain.models import PolledTask, PollId
 
 PART_MARGIN: Final = 1024
 """Room left beside each part, in its message, for headers a KV put may carry."""
+WRITE_ID_BYTES: Final = 6
 
 
 @attrs.define
@@ -26,11 +28,13 @@ class NatsPollAnswerStore:
 
     The answer is stored under its poll_id (one KV token: the poll_id alphabet is within the
     key alphabet) as the JSON array the client got. One larger than a message can carry (256
-    tasks of 4 KB inputs are) is stored in parts under `<poll_id>.1`, `<poll_id>.2`, ..., and
-    under the poll_id `{"parts": N}`, written last: a repeat that finds it finds the parts,
-    unless they have expired, a moment before it (the answer then reads as absent). The
-    bucket's TTL is the replay window, on the server's clock. Mutable on purpose: it keeps
-    the bucket once bound.
+    tasks of 4 KB inputs are) is stored in parts under `<poll_id>.<write>.1`, `.2`, ..., and
+    under the poll_id `{"parts": N, "write": "<write>"}`, written last: a repeat that finds
+    it finds the parts, unless they have expired, a moment before it (the answer then reads
+    as absent). Each write's parts have keys of their own, so two replicas answering one
+    poll_id at once never mix theirs: the last head names whole parts. The bucket's TTL is
+    the replay window, on the server's clock. Mutable on purpose: it keeps the bucket once
+    bound.
     """
 
     js: JetStream
@@ -45,10 +49,10 @@ class NatsPollAnswerStore:
         try:
             value = entry.value
             if value.startswith(b"{"):
-                parts = msgspec.json.decode(value, type=_Parts).parts
-                keys = [_part_key(poll_id, n) for n in range(1, parts + 1)]
+                head = msgspec.json.decode(value, type=_Parts)
+                keys = [_part_key(poll_id, head.write, n) for n in range(1, head.parts + 1)]
                 found = await kv.get_many(keys)
-                if len(found) < parts:
+                if len(found) < head.parts:
                     return None
                 value = b"".join(found[key].value for key in keys)
             return decode_list(value, PolledTask)
@@ -63,10 +67,11 @@ class NatsPollAnswerStore:
             await kv.put(poll_id, value)
             return
         parts = [value[start : start + size] for start in range(0, len(value), size)]
+        write = secrets.token_hex(WRITE_ID_BYTES)
         await asyncio.gather(
-            *(kv.put(_part_key(poll_id, n), part) for n, part in enumerate(parts, 1))
+            *(kv.put(_part_key(poll_id, write, n), part) for n, part in enumerate(parts, 1))
         )
-        await kv.put(poll_id, msgspec.json.encode(_Parts(len(parts))))
+        await kv.put(poll_id, msgspec.json.encode(_Parts(len(parts), write)))
 
     async def _bound(self) -> NatsKeyValue:
         if self._kv is None:
@@ -78,7 +83,8 @@ class NatsPollAnswerStore:
 
 class _Parts(msgspec.Struct, frozen=True):
     parts: int
+    write: str
 
 
-def _part_key(poll_id: PollId, n: int) -> str:
-    return f"{poll_id}.{n}"
+def _part_key(poll_id: PollId, write: str, n: int) -> str:
+    return f"{poll_id}.{write}.{n}"
