@@ -168,3 +168,21 @@ async def test_a_finished_run_that_gets_another_event_runs_again_and_is_kept(
     kept = {run_id: len(await log.read(RunId(run_id))) for run_id in ("again", "r2", "r3")}
 
     assert kept == {"again": 3, "r2": 0, "r3": 2}
+
+
+async def test_a_run_ended_again_within_the_duplicate_window_counts_as_finished(
+    clock: ManualClock,
+) -> None:
+    """Enqueued again under its id and ended at once: the end's msg-id is the first run's,
+    so it is dropped, but the run has ended, and it is forgotten in its turn."""
+    log = MemoryEventLog(clock, finished_kept=1)
+    await finish(log, "again")
+    await log.append(outbound("again.started.2", run_id="again"))
+    dropped = await log.append(
+        outbound("again.completed", run_id="again", event_type="workflow.completed")
+    )
+    await finish(log, "r2")
+
+    kept = {run_id: len(await log.read(RunId(run_id))) for run_id in ("again", "r2")}
+
+    assert (dropped, kept) == (False, {"again": 0, "r2": 2})

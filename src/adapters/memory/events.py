@@ -57,18 +57,28 @@ class MemoryEventLog:
         weighed = published_headers(outbound.headers, outbound.msg_id, HISTORY_STREAM)
         what = f"publish {outbound.event.type} on {subject}"
         require_within_max_payload(what, self.encode(outbound.event), weighed)
+        run_id, ends = outbound.event.run_id, outbound.event.type in RUN_ENDS
         if not self._duplicates.admit(outbound.msg_id):
+            # A run enqueued again under its id and ended within the window: its end's msg-id
+            # is the first run's, so it is not stored, but the run has ended all the same.
+            if ends and run_id in self._stored:
+                self._finish(run_id)
             return False
-        run_id = outbound.event.run_id
         self._stored.setdefault(run_id, []).append(outbound)
         self._finished.pop(run_id, None)
-        if outbound.event.type in RUN_ENDS:
-            self._finished[run_id] = None
-            if len(self._finished) > self.finished_kept:
-                oldest = next(iter(self._finished))
-                del self._finished[oldest], self._stored[oldest]
+        if ends:
+            self._finish(run_id)
         self._appended.notify(None)
         return True
+
+    def _finish(self, run_id: RunId) -> None:
+        """The run finished last, and the one that finished longest ago forgotten if that
+        makes more than `finished_kept`."""
+        self._finished.pop(run_id, None)
+        self._finished[run_id] = None
+        if len(self._finished) > self.finished_kept:
+            oldest = next(iter(self._finished))
+            del self._finished[oldest], self._stored[oldest]
 
     async def read(self, run_id: RunId) -> list[Event]:
         return [outbound.event for outbound in self.outbound(run_id)]
