@@ -57,7 +57,8 @@ POLL_REPLAY_WINDOW: Final = timedelta(seconds=60)
 MAX_POLL_ID_CHARS: Final = 128
 MAX_NAME_BYTES: Final = 256
 """The longest id or name a client gives that the bridge makes subjects and KV keys of
-(worker ids, signal names, and the run and step ids of the simulator's tasks). A NATS server
+(worker ids, a signal's run id and name, the run and step ids of the simulator's tasks; the
+queue's tasks are held to it too). A NATS server
 closes the connection of a client that sends a protocol line over 4 KB (its subject
 included), and every request on that connection fails until it reconnects."""
 MAX_TASK_ID_BYTES: Final = 2 * MAX_NAME_BYTES + 1
