@@ -29,9 +29,9 @@ from adapters.http.openapi import (
     documented,
 )
 from adapters.http.problems import status_of
-from domain.errors import DomainError
+from domain.errors import DomainError, InvalidRequestError
 from domain.models import TaskId, TraceContext
-from domain.protocol import MAX_TASK_ID_BYTES
+from domain.protocol import bounded_task_id
 from domain.services.actions import ResolveRequest
 from domain.services.resolve import ResolveService
 from domain.tracing import from_headers
@@ -67,16 +67,16 @@ def _item(index: int, item: bytes) -> tuple[TaskId, ResolveRequest]:
         raise DecodeError(f"item {index}: {exc}", _field(index, exc.field)) from None
     if not task_id:
         raise DecodeError(f"item {index}: task_id is required", _field(index, "task_id"))
-    if len(task_id.encode()) > MAX_TASK_ID_BYTES:
-        raise DecodeError(
-            f"item {index}: task_id exceeds {MAX_TASK_ID_BYTES} bytes", _field(index, "task_id")
-        )
+    try:
+        bounded = bounded_task_id(task_id)
+    except InvalidRequestError as exc:
+        raise DecodeError(f"item {index}: {exc}", _field(index, exc.field)) from None
     if request.action == WAITS:
         raise DecodeError(
             f"item {index}: {WAITS} waits, so it cannot be batched: resolve it alone",
             _field(index, "action"),
         )
-    return TaskId(task_id), request
+    return bounded, request
 
 
 def _field(index: int, name: str | None) -> str:

@@ -17,7 +17,7 @@ from adapters.wire import HISTORY_STREAM, history_subject
 from domain.models import Event, OutboundEvent, RunId
 from domain.ports import Clock
 from domain.protocol import WORKFLOW_COMPLETED, WORKFLOW_FAILED
-from domain.services.runs import FINISHED_RUNS_KEPT
+from domain.services.runs import FINISHED_RUNS_KEPT, FinishedOrder
 
 HISTORY_DUPLICATE_WINDOW: Final = timedelta(seconds=5)
 RUN_ENDS: Final = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED})
@@ -39,18 +39,19 @@ class MemoryEventLog:
     duplicate_window: timedelta = attrs.field(default=HISTORY_DUPLICATE_WINDOW, kw_only=True)
     encode: Callable[[Event], bytes] = attrs.field(default=encode, kw_only=True)
     """The codec's, which the NATS event log sends: what an event weighs."""
-    finished_kept: int = attrs.field(
-        default=FINISHED_RUNS_KEPT, kw_only=True, validator=attrs.validators.gt(0)
-    )
+    finished_kept: int = attrs.field(default=FINISHED_RUNS_KEPT, kw_only=True)
     _stored: dict[RunId, list[OutboundEvent]] = attrs.field(init=False, factory=dict)
-    _finished: dict[RunId, None] = attrs.field(init=False, factory=dict)
-    """The finished runs' ids, the one that finished first first."""
+    _finished: FinishedOrder = attrs.field(init=False)
     _appended: Broadcast[None] = attrs.field(init=False, factory=Broadcast)
     _duplicates: DuplicateWindow = attrs.field(init=False)
 
     @_duplicates.default
     def _duplicate_window(self) -> DuplicateWindow:
         return DuplicateWindow(self.clock, self.duplicate_window)
+
+    @_finished.default
+    def _finished_order(self) -> FinishedOrder:
+        return FinishedOrder(self.finished_kept)
 
     async def append(self, outbound: OutboundEvent) -> bool:
         subject = history_subject(outbound.event.run_id)
@@ -65,20 +66,16 @@ class MemoryEventLog:
                 self._finish(run_id)
             return False
         self._stored.setdefault(run_id, []).append(outbound)
-        self._finished.pop(run_id, None)
+        self._finished.reopen(run_id)
         if ends:
             self._finish(run_id)
         self._appended.notify(None)
         return True
 
     def _finish(self, run_id: RunId) -> None:
-        """The run finished last, and the one that finished longest ago forgotten if that
-        makes more than `finished_kept`."""
-        self._finished.pop(run_id, None)
-        self._finished[run_id] = None
-        if len(self._finished) > self.finished_kept:
-            oldest = next(iter(self._finished))
-            del self._finished[oldest], self._stored[oldest]
+        forgotten = self._finished.finish(run_id)
+        if forgotten is not None:
+            del self._stored[forgotten]
 
     async def read(self, run_id: RunId) -> list[Event]:
         return [outbound.event for outbound in self.outbound(run_id)]

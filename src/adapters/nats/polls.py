@@ -56,7 +56,7 @@ class NatsPollAnswerStore:
                     return None
                 value = b"".join(found[key].value for key in keys)
             return decode_list(value, PolledTask)
-        except (DecodeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (DecodeError, msgspec.DecodeError) as exc:
             raise BackendError(f"unreadable poll answer under KV key {poll_id}: {exc}") from exc
 
     async def put(self, poll_id: PollId, tasks: Sequence[PolledTask]) -> None:

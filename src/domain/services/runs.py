@@ -54,6 +54,33 @@ FINISHED_RUNS_KEPT: Final = 10_000
 
 
 @attrs.define
+class FinishedOrder:
+    """The ids of the finished runs kept, the one that finished first first: at most `kept`.
+    Mutable on purpose: runs finish and start again."""
+
+    kept: int = attrs.field(validator=attrs.validators.gt(0))
+    _ids: dict[RunId, None] = attrs.field(init=False, factory=dict)
+
+    def __contains__(self, run_id: RunId) -> bool:
+        return run_id in self._ids
+
+    def finish(self, run_id: RunId) -> RunId | None:
+        """Count the run as the one that finished last; the run to forget when that makes
+        more than `kept`."""
+        self._ids.pop(run_id, None)
+        self._ids[run_id] = None
+        if len(self._ids) <= self.kept:
+            return None
+        oldest = next(iter(self._ids))
+        del self._ids[oldest]
+        return oldest
+
+    def reopen(self, run_id: RunId) -> None:
+        """The run runs again (enqueued again under its id): it is not finished."""
+        self._ids.pop(run_id, None)
+
+
+@attrs.define
 class SimulatedRuns:
     """The runs by id, in the order they were enqueued: every running run, and the
     `finished_kept` that finished last (the older ones are forgotten, so that a simulator
@@ -63,10 +90,13 @@ class SimulatedRuns:
     (which records runs) and the engine simulation (which moves them on). Process-local.
     """
 
-    finished_kept: int = attrs.field(default=FINISHED_RUNS_KEPT, validator=attrs.validators.gt(0))
+    finished_kept: int = FINISHED_RUNS_KEPT
     _runs: dict[RunId, SimulatedRun] = attrs.field(init=False, factory=dict)
-    _finished: dict[RunId, None] = attrs.field(init=False, factory=dict)
-    """The finished runs' ids, the one that finished first first."""
+    _finished: FinishedOrder = attrs.field(init=False)
+
+    @_finished.default
+    def _finished_order(self) -> FinishedOrder:
+        return FinishedOrder(self.finished_kept)
 
     def begin(self, task_type: TaskType, task: TaskPayload) -> SimulatedRun | None:
         """Record a new run for this first dispatch; None when the run id is already running
@@ -84,7 +114,7 @@ class SimulatedRuns:
         run = SimulatedRun(task_type=task_type, task=task, iteration=task.iteration)
         # A finished run enqueued again is a new run under the same id: it goes to the end.
         self._runs.pop(task.run_id, None)
-        self._finished.pop(task.run_id, None)
+        self._finished.reopen(task.run_id)
         self._runs[task.run_id] = run
         return run
 
@@ -99,10 +129,9 @@ class SimulatedRuns:
     def put(self, run: SimulatedRun) -> None:
         self._runs[run.run_id] = run
         if run.status is not RunStatus.RUNNING and run.run_id not in self._finished:
-            self._finished[run.run_id] = None
-            if len(self._finished) > self.finished_kept:
-                oldest = next(iter(self._finished))
-                del self._finished[oldest], self._runs[oldest]
+            forgotten = self._finished.finish(run.run_id)
+            if forgotten is not None:
+                del self._runs[forgotten]
 
     def all(self) -> list[SimulatedRun]:
         return list(self._runs.values())
